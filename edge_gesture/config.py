@@ -1,0 +1,308 @@
+"""The daemon's settings: one TOML file parsed into frozen pydantic models.
+
+The models are the documentation: every field has a description, unknown keys are refused, and a
+bad file is reported with the dotted path of the field and the reason, before any device opens.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+#: Gestures the landmark classifier knows. Others can be added in words for the VLM.
+LANDMARK_GESTURES = (
+    "open_palm",
+    "fist",
+    "thumbs_up",
+    "thumbs_down",
+    "pointing_up",
+    "victory",
+    "ok",
+    "call",
+)
+
+DEFAULT_CONFIG_PATHS = (Path("/etc/edge-gesture/config.toml"), Path("config.toml"))
+ENV_CONFIG = "EDGE_GESTURE_CONFIG"
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_TOPIC_FORBIDDEN = ("+", "#")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class CaptureConfig(Section):
+    source: str = Field(
+        "0",
+        description=(
+            "What to watch: a camera index (`0`), a V4L2 device (`/dev/video0`), a video file, "
+            "an `rtsp://`, `http://` or `https://` URL, or `testcard` (a built-in moving pattern)."
+        ),
+    )
+    width: Annotated[int, Field(ge=64, le=7680)] = Field(
+        640, description="Requested camera width in pixels (cameras may pick the nearest mode)."
+    )
+    height: Annotated[int, Field(ge=48, le=4320)] = Field(
+        480, description="Requested camera height in pixels."
+    )
+    fps: Annotated[float, Field(gt=0, le=240)] = Field(
+        30.0, description="Requested camera frame rate; also the test pattern's rate."
+    )
+    realtime: bool = Field(
+        True,
+        description=(
+            "Video files only: pace reading at the file's frame rate, dropping frames when "
+            "processing lags, as a live camera would. `false` reads every frame, none dropped."
+        ),
+    )
+    at_end: Literal["stop", "loop", "wait"] = Field(
+        "stop",
+        description=(
+            "Video files only, when the file ends: `stop` the daemon cleanly, `loop` from the "
+            "start, or `wait` (keep running with no frames; health reports the source ended)."
+        ),
+    )
+    reconnect_initial_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        0.5, description="First wait before reopening a camera or stream that stopped delivering."
+    )
+    reconnect_max_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        10.0, description="Ceiling of the doubling reopen wait."
+    )
+    read_timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        3.0, description="A live source that delivers no frame for this long counts as lost."
+    )
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> "CaptureConfig":
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_initial_s")
+        return self
+
+
+class HandsConfig(Section):
+    max_num_hands: Annotated[int, Field(ge=1, le=4)] = Field(
+        2, description="How many hands MediaPipe tracks at once."
+    )
+    model_complexity: Literal[0, 1] = Field(
+        1, description="MediaPipe hand landmark model: 0 (lite, fastest) or 1 (full, more accurate)."
+    )
+    min_detection_confidence: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.5, description="Palm detector score needed to start tracking a hand."
+    )
+    min_tracking_confidence: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.5, description="Landmark score below which tracking is dropped and detection reruns."
+    )
+
+
+class GestureDescription(Section):
+    name: str = Field(description="Gesture name as published (lower case, digits, underscores).")
+    description: str = Field(
+        description="One line telling the VLM what the gesture looks like.", min_length=3,
+        max_length=200,
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("must be lower case letters, digits and underscores, starting with a letter")
+        if v in ("none", "unknown"):
+            raise ValueError(f"'{v}' is reserved")
+        return v
+
+
+class GesturesConfig(Section):
+    enabled: list[str] = Field(
+        default_factory=lambda: list(LANDMARK_GESTURES),
+        description=(
+            "Gestures that may fire events. Landmark gestures: "
+            + ", ".join(LANDMARK_GESTURES)
+            + "; any name from `custom` too."
+        ),
+        min_length=1,
+    )
+    min_confidence: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.5,
+        description="Landmark classifier confidence below which a frame's label counts as unknown.",
+    )
+    custom: list[GestureDescription] = Field(
+        default_factory=list,
+        description="Gestures described in words, which only the VLM can recognise.",
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> "GesturesConfig":
+        known = set(LANDMARK_GESTURES) | {g.name for g in self.custom}
+        unknown = [g for g in self.enabled if g not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown gesture(s) {unknown}: use one of {sorted(known)} or describe it in "
+                "[[gestures.custom]]"
+            )
+        if len(set(self.enabled)) != len(self.enabled):
+            raise ValueError("a gesture is listed twice in enabled")
+        return self
+
+
+class DecideConfig(Section):
+    window_s: Annotated[float, Field(gt=0, le=10)] = Field(
+        0.4, description="Smoothing window: a gesture's score is its mean confidence over this span."
+    )
+    enter_threshold: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.6, description="Smoothed score at which a gesture becomes active."
+    )
+    exit_threshold: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.3, description="Smoothed score below which the active gesture ends (hysteresis)."
+    )
+    min_hold_s: Annotated[float, Field(ge=0, le=10)] = Field(
+        0.3, description="How long the score must stay above enter_threshold before the event."
+    )
+    cooldown_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        1.5, description="Least time between two events of the same gesture from the same hand."
+    )
+    lost_after_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        0.5, description="A hand unseen for this long is gone: its active gesture ends."
+    )
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> "DecideConfig":
+        if self.exit_threshold >= self.enter_threshold:
+            raise ValueError("exit_threshold must be below enter_threshold")
+        return self
+
+
+class MqttConfig(Section):
+    host: str = Field("localhost", description="Broker host name or address.", min_length=1)
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(1883, description="Broker port.")
+    base_topic: str = Field(
+        "edge_gesture",
+        description="Topic prefix; topics are `<base_topic>/<device_id>/...`.",
+        min_length=1,
+    )
+    client_id: str = Field(
+        "", description="MQTT client id; empty means `edge-gesture-<device_id>`."
+    )
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = Field(
+        30, description="Keepalive interval; the broker declares the daemon gone after 1.5x this."
+    )
+    qos: Literal[0, 1, 2] = Field(1, description="QoS of event messages.")
+    stats_interval_s: Annotated[float, Field(ge=0, le=3600)] = Field(
+        10.0, description="How often `.../stats` is published; 0 turns it off."
+    )
+
+    @field_validator("base_topic")
+    @classmethod
+    def _topic_ok(cls, v: str) -> str:
+        if any(c in v for c in _TOPIC_FORBIDDEN):
+            raise ValueError("may not contain the MQTT wildcards '+' or '#'")
+        if v.startswith("/") or v.endswith("/"):
+            raise ValueError("may not start or end with '/'")
+        return v
+
+
+class LoggingConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe level logged."
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="`json` lines (journald, log shippers), `console` for people, or `auto`: "
+        "console on a terminal, JSON otherwise.",
+    )
+
+
+class Config(Section):
+    device_id: str = Field(
+        "edge-gesture",
+        description="This device's name in topics and Home Assistant; no '+', '#' or '/'.",
+        min_length=1,
+        max_length=64,
+    )
+    capture: CaptureConfig = Field(default_factory=CaptureConfig, description="The video source.")
+    hands: HandsConfig = Field(default_factory=HandsConfig, description="MediaPipe hand tracking.")
+    gestures: GesturesConfig = Field(
+        default_factory=GesturesConfig, description="Which gestures fire events."
+    )
+    decide: DecideConfig = Field(
+        default_factory=DecideConfig, description="Smoothing and debouncing of gestures."
+    )
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Where events are published.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id_ok(cls, v: str) -> str:
+        bad = [c for c in ("+", "#", "/") if c in v]
+        if bad:
+            raise ValueError(f"may not contain {' '.join(repr(c) for c in bad)} (MQTT topic level)")
+        if v.strip() != v:
+            raise ValueError("may not start or end with white space")
+        return v
+
+    @property
+    def topic_root(self) -> str:
+        return f"{self.mqtt.base_topic}/{self.device_id}"
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file, the field and the reason."""
+
+
+def _format_errors(path: Path | str, err: ValidationError) -> str:
+    lines = [f"{path}: {err.error_count()} problem(s)"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if e["type"] not in ("extra_forbidden", "missing") and "input" in e:
+            msg += f" (got {e['input']!r})"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict, origin: Path | str = "<config>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(origin, err)) from None
+
+
+def find_config_path(explicit: str | os.PathLike | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return Path(env)
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        "no config file: pass --config PATH, set EDGE_GESTURE_CONFIG, or create "
+        + " or ".join(str(p) for p in DEFAULT_CONFIG_PATHS)
+    )
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    p = find_config_path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    return parse_config(data, p)
