@@ -1,0 +1,107 @@
+"""Debouncing on crafted label sequences: what a user sees as events and state."""
+
+from __future__ import annotations
+
+from edge_gesture.config import DecideConfig, LANDMARK_GESTURES
+from edge_gesture.decide import Decider, Observation
+
+FPS = 30.0
+CFG = DecideConfig(window_s=0.4, enter_threshold=0.6, exit_threshold=0.3, min_hold_s=0.3,
+                   cooldown_s=1.5, lost_after_s=0.5)
+
+
+def run(sequence, cfg=CFG, enabled=LANDMARK_GESTURES, hand="right"):
+    """sequence: list of (seconds, label or None, confidence); label "-" means no hand in view."""
+    d = Decider(cfg, enabled)
+    t = 0.0
+    events, states = [], []
+    for seconds, label, conf in sequence:
+        for _ in range(round(seconds * FPS)):
+            obs = [] if label == "-" else [Observation(hand, label, conf)]
+            for ev in d.update(t, obs):
+                events.append((round(ev.t, 2), ev.gesture, ev.hand))
+            if d.state_changed:
+                states.append(dict(d.state()))
+            t += 1 / FPS
+    return events, states
+
+
+def test_a_gesture_held_for_a_minute_is_one_event():
+    events, _ = run([(60, "fist", 0.9)])
+    assert [e[1] for e in events] == ["fist"]
+
+
+def test_event_waits_for_the_minimum_hold():
+    events, _ = run([(2, "thumbs_up", 0.95)])
+    # Score reaches 0.6 after ~0.24 s of a full window, then must hold 0.3 s more.
+    assert len(events) == 1
+    assert 0.3 <= events[0][0] <= 0.7
+
+
+def test_a_flash_shorter_than_the_hold_fires_nothing():
+    events, _ = run([(1, None, 0.0), (0.2, "victory", 0.95), (1, None, 0.0)])
+    assert events == []
+
+
+def test_hysteresis_keeps_a_gesture_through_flicker():
+    # Every 4th frame misreads: the score dips but stays above the exit threshold.
+    seq = [(1, "open_palm", 0.9)]
+    for _ in range(30):
+        seq += [(3 / FPS, "open_palm", 0.9), (1 / FPS, None, 0.0)]
+    events, states = run(seq)
+    assert [e[1] for e in events] == ["open_palm"]
+    assert states == [{"right": "open_palm"}]
+
+
+def test_low_confidence_never_enters():
+    events, _ = run([(3, "ok", 0.5)])
+    assert events == []
+
+
+def test_release_and_repeat_after_cooldown_fires_again():
+    events, _ = run([(1, "fist", 0.9), (1, None, 0.0), (1, "fist", 0.9)])
+    assert [e[1] for e in events] == ["fist", "fist"]
+
+
+def test_repeat_within_cooldown_is_suppressed_but_state_follows():
+    cfg = CFG.model_copy(update={"cooldown_s": 5.0})
+    events, states = run([(1, "fist", 0.9), (1, None, 0.0), (1, "fist", 0.9)], cfg=cfg)
+    assert [e[1] for e in events] == ["fist"]
+    assert states == [{"right": "fist"}, {"right": None}, {"right": "fist"}]
+
+
+def test_cooldown_is_per_gesture():
+    cfg = CFG.model_copy(update={"cooldown_s": 5.0})
+    events, _ = run([(1, "fist", 0.9), (1, "open_palm", 0.9)], cfg=cfg)
+    assert [e[1] for e in events] == ["fist", "open_palm"]
+
+
+def test_hand_leaving_view_clears_state():
+    events, states = run([(1, "call", 0.9), (1, "-", 0.0)])
+    assert [e[1] for e in events] == ["call"]
+    assert states[-1] == {}
+
+
+def test_disabled_gestures_never_fire():
+    events, _ = run([(2, "ok", 0.95)], enabled=["fist"])
+    assert events == []
+
+
+def test_two_hands_are_debounced_independently():
+    d = Decider(CFG, LANDMARK_GESTURES)
+    fired = []
+    for i in range(60):
+        t = i / FPS
+        obs = [Observation("left", "fist", 0.9), Observation("right", "victory", 0.9)]
+        fired += [(e.hand, e.gesture) for e in d.update(t, obs)]
+    assert sorted(fired) == [("left", "fist"), ("right", "victory")]
+    assert d.state() == {"left": "fist", "right": "victory"}
+
+
+def test_reconfigure_ends_a_gesture_that_is_no_longer_enabled():
+    d = Decider(CFG, LANDMARK_GESTURES)
+    for i in range(30):
+        d.update(i / FPS, [Observation("right", "fist", 0.9)])
+    assert d.state() == {"right": "fist"}
+    d.reconfigure(CFG, ["open_palm"])
+    assert d.state_changed and d.state() == {"right": None}
