@@ -1,0 +1,143 @@
+"""`edge-gesture`: run the daemon, check a config, list devices, evaluate and benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+from edge_gesture import __version__
+from edge_gesture.config import Config, ConfigError, find_config_path, load_config
+
+
+def _load(args) -> Config:
+    return load_config(getattr(args, "config", None))
+
+
+def cmd_check_config(args) -> int:
+    path = find_config_path(args.path or args.config)
+    cfg = load_config(path)
+    print(f"{path}: ok")
+    if args.show:
+        # mode="json" renders secrets masked, so the output is safe to paste into a bug report.
+        print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from edge_gesture.logsetup import configure_logging
+
+    cfg = _load(args)
+    if args.source:
+        cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"source": args.source})})
+    configure_logging(cfg.logging.level, cfg.logging.format)
+
+    from edge_gesture.daemon import Daemon
+
+    daemon = Daemon(cfg)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: daemon.request_stop(signal.Signals(signum).name))
+    return daemon.run()
+
+
+def cmd_devices(args) -> int:
+    import onnxruntime
+    import openvino as ov
+
+    from edge_gesture.capture import list_cameras
+
+    core = ov.Core()
+    devices = []
+    for name in core.available_devices:
+        try:
+            full = core.get_property(name, "FULL_DEVICE_NAME")
+        except Exception:  # a plugin that lists a device but cannot describe it
+            full = ""
+        devices.append({"device": name, "name": full})
+    report = {
+        "openvino": {"version": ov.__version__, "devices": devices},
+        "onnxruntime": {"version": onnxruntime.__version__,
+                        "providers": onnxruntime.get_available_providers()},
+        "cameras": list_cameras(),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"OpenVINO {report['openvino']['version']}:")
+    for d in devices:
+        print(f"  {d['device']:<8} {d['name']}")
+    print(f"ONNX Runtime {report['onnxruntime']['version']}: "
+          + ", ".join(report["onnxruntime"]["providers"]))
+    print("Cameras:" if report["cameras"] else "Cameras: none found (use --source testcard or a file)")
+    for c in report["cameras"]:
+        print(f"  {c['device']}  {c['width']}x{c['height']} @ {c['fps']:.0f} fps")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from edge_gesture.evaluate import main as eval_main
+
+    return eval_main(args)
+
+
+def cmd_bench_pipeline(args) -> int:
+    from edge_gesture.bench_pipeline import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-gesture", description=__doc__)
+    p.add_argument("--version", action="version", version=f"edge-gesture {__version__}")
+    p.add_argument("--config", "-c", help="config file (default: $EDGE_GESTURE_CONFIG, "
+                   "/etc/edge-gesture/config.toml, ./config.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the daemon")
+    r.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    r.add_argument("--source", help="override capture.source (camera index, /dev/videoN, file, "
+                   "URL or testcard)")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check-config", help="validate a config file and exit")
+    c.add_argument("path", nargs="?", help="config file to check")
+    c.add_argument("--show", action="store_true", help="print the effective settings (secrets masked)")
+    c.set_defaults(func=cmd_check_config)
+
+    d = sub.add_parser("devices", help="list OpenVINO devices and cameras")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_devices)
+
+    e = sub.add_parser("eval", help="accuracy on a folder of labelled photos (<label>/<image>)")
+    e.add_argument("dir", help="folder with one sub-folder per label; 'none' means no hand")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="benchmarks that print figures")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    bp = bsub.add_parser("pipeline", help="frames/s, per-stage and end-to-end latency, peak RSS")
+    bp.add_argument("--source", required=True, help="video file (or any capture source)")
+    bp.add_argument("--json", action="store_true")
+    bp.add_argument("--repeats", type=int, default=3, help="runs over the source; medians reported")
+    bp.add_argument("--seconds", type=float, default=0,
+                    help="stop each run after this long (0: at the end of the source)")
+    bp.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    bp.set_defaults(func=cmd_bench_pipeline)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

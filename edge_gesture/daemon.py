@@ -1,0 +1,140 @@
+"""The wiring: capture thread -> frame loop (hands, classify, decide) -> publisher.
+
+Everything that connects the stages lives here; each stage is usable on its own. The frame loop
+runs on the main thread and never waits on the network: the publisher has its own thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from edge_gesture.capture import CaptureThread, Frame, LatestFrameSlot
+from edge_gesture.config import Config
+from edge_gesture.decide import Decider, GestureEvent, Observation
+from edge_gesture.gestures import classify_landmarks
+from edge_gesture.hands import Hand, HandTracker
+from edge_gesture.stats import PipelineStats
+
+log = structlog.get_logger("daemon")
+
+
+@dataclass
+class FrameResult:
+    hands: list[Hand]
+    observations: list[Observation]
+    events: list[GestureEvent]
+    state_changed: bool
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+
+
+class FramePipeline:
+    """One frame through hands, landmark classification and debouncing. No threads, no I/O."""
+
+    def __init__(self, cfg: Config, tracker: HandTracker | None = None):
+        self.cfg = cfg
+        self.tracker = tracker or HandTracker(cfg.hands)
+        self.decider = Decider(cfg.decide, cfg.gestures.enabled)
+
+    def reconfigure(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.decider.reconfigure(cfg.decide, cfg.gestures.enabled)
+
+    def process(self, frame: Frame) -> FrameResult:
+        t0 = time.perf_counter()
+        hands = self.tracker.detect(frame.image)
+        t1 = time.perf_counter()
+        observations = [self.observe(hand) for hand in hands]
+        t2 = time.perf_counter()
+        events = self.decider.update(frame.t, observations, frame.wall)
+        t3 = time.perf_counter()
+        return FrameResult(hands, observations, events, self.decider.state_changed,
+                           {"hands": t1 - t0, "classify": t2 - t1, "decide": t3 - t2})
+
+    def observe(self, hand: Hand) -> Observation:
+        guess = classify_landmarks(hand.landmarks, hand.handedness)
+        if guess.label == "unknown" or guess.confidence < self.cfg.gestures.min_confidence:
+            return Observation(hand.handedness, None, 0.0, "landmarks")
+        return Observation(hand.handedness, guess.label, guess.confidence, "landmarks")
+
+    def close(self) -> None:
+        self.tracker.close()
+
+
+class Daemon:
+    """Runs the pipeline until asked to stop or until a file source ends."""
+
+    def __init__(self, cfg: Config, source: str | None = None, publisher=None):
+        from edge_gesture.publish import Publisher  # paho is only needed by a running daemon
+
+        self.cfg = cfg
+        self.slot = LatestFrameSlot()
+        self.capture = CaptureThread(cfg.capture, self.slot, source)
+        self.pipeline = FramePipeline(cfg)
+        self.publisher = publisher or Publisher(cfg)
+        self.stats = PipelineStats()
+        self._stop = threading.Event()
+
+    def request_stop(self, reason: str = "signal") -> None:
+        if not self._stop.is_set():
+            log.info("stopping", reason=reason)
+        self._stop.set()
+
+    def run(self) -> int:
+        self.publisher.start()
+        self.capture.start()
+        next_stats = time.monotonic() + self.cfg.mqtt.stats_interval_s
+        first_frame = True
+        try:
+            while not self._stop.is_set():
+                frame = self.slot.get(timeout=0.2)
+                now = time.monotonic()
+                if frame is None:
+                    if self.slot.closed:
+                        break
+                else:
+                    if first_frame:
+                        log.info("first frame", shape=list(frame.image.shape))
+                        first_frame = False
+                    self._handle(frame)
+                if self.cfg.mqtt.stats_interval_s and now >= next_stats:
+                    self.publisher.publish_stats(self.stats_snapshot())
+                    next_stats = now + self.cfg.mqtt.stats_interval_s
+        finally:
+            self.shutdown()
+        if self.capture.error:
+            log.error("stopped because the source failed", error=self.capture.error)
+            return 1
+        return 0
+
+    def _handle(self, frame: Frame) -> None:
+        picked = time.monotonic()
+        result = self.pipeline.process(frame)
+        t0 = time.perf_counter()
+        for ev in result.events:
+            log.info("gesture", gesture=ev.gesture, hand=ev.hand, confidence=ev.confidence,
+                     source=ev.source)
+            self.publisher.publish_event(ev)
+        if result.state_changed:
+            self.publisher.publish_state(self.pipeline.decider.state())
+        timings = dict(result.timings)
+        timings["publish"] = time.perf_counter() - t0
+        timings["capture"] = picked - frame.read_at
+        self.stats.record_frame(timings, end_to_end=time.monotonic() - frame.read_at)
+
+    def stats_snapshot(self) -> dict:
+        return self.stats.snapshot(
+            frames_read=self.capture.frames_read,
+            frames_dropped=self.slot.dropped,
+            source_connected=self.capture.connected,
+            device_id=self.cfg.device_id,
+        )
+
+    def shutdown(self) -> None:
+        self.capture.stop()
+        self.pipeline.close()
+        self.publisher.stop()
+        self.capture.join(timeout=2)
