@@ -173,7 +173,8 @@ class DecideConfig(Section):
     @model_validator(mode="after")
     def _hysteresis(self) -> "DecideConfig":
         if self.exit_threshold >= self.enter_threshold:
-            raise ValueError("exit_threshold must be below enter_threshold")
+            raise ValueError(f"exit_threshold ({self.exit_threshold}) must be below "
+                             f"enter_threshold ({self.enter_threshold})")
         return self
 
 
@@ -195,6 +196,27 @@ class MqttConfig(Section):
     stats_interval_s: Annotated[float, Field(ge=0, le=3600)] = Field(
         10.0, description="How often `.../stats` is published; 0 turns it off."
     )
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="MQTT protocol version: `5` (default) or `3.1.1` for older brokers."
+    )
+    max_age_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        5.0,
+        description=(
+            "An event (or action) not delivered within this many seconds of the decision is "
+            "dropped and counted, never sent late: a gesture from a minute ago must not switch "
+            "a light now. Also the MQTT 5 message expiry interval of events."
+        ),
+    )
+    outbox_size: Annotated[int, Field(ge=1, le=100000)] = Field(
+        1000,
+        description="Events held while the broker is away; when full, the oldest is dropped.",
+    )
+    reconnect_min_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        0.5, description="First wait before reconnecting to a lost broker (doubles, with jitter)."
+    )
+    reconnect_max_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        30.0, description="Ceiling of the reconnect wait."
+    )
 
     @field_validator("base_topic")
     @classmethod
@@ -204,6 +226,12 @@ class MqttConfig(Section):
         if v.startswith("/") or v.endswith("/"):
             raise ValueError("may not start or end with '/'")
         return v
+
+    @model_validator(mode="after")
+    def _reconnect_order(self) -> "MqttConfig":
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        return self
 
 
 class LoggingConfig(Section):
@@ -263,7 +291,7 @@ def _format_errors(path: Path | str, err: ValidationError) -> str:
             msg = "unknown key"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        if e["type"] not in ("extra_forbidden", "missing") and "input" in e:
+        if e["type"] not in ("extra_forbidden", "missing") and not isinstance(e.get("input"), dict):
             msg += f" (got {e['input']!r})"
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
