@@ -112,6 +112,12 @@ class ImageSpec(_Strict):
     )
     channel_order: Literal["RGB"] = Field("RGB", description="Channel order of pixel_values.")
     layout: Literal["NCHW"] = Field("NCHW", description="Layout of pixel_values.")
+    pre_resize_longest_edge: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="Idefics3's processor first resizes so the longest edge is this (aspect kept, "
+        "odd short edge rounded up to even), then to size x size; None: one resize only. A runtime "
+        "that must match the processor's pixels exactly does both; one resize is close.",
+    )
     resample: Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"] = Field(
         description="Resampling filter the processor uses when resizing (PIL's name)."
     )
