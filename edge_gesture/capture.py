@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import cv2
 import numpy as np
@@ -83,7 +83,7 @@ class LatestFrameSlot:
         return self._closed and self._frame is None
 
 
-class SourceKind(str, Enum):
+class SourceKind(StrEnum):
     CAMERA = "camera"
     STREAM = "stream"
     FILE = "file"

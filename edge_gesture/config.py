@@ -79,7 +79,7 @@ class CaptureConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _backoff_order(self) -> "CaptureConfig":
+    def _backoff_order(self) -> CaptureConfig:
         if self.reconnect_max_s < self.reconnect_initial_s:
             raise ValueError("reconnect_max_s must be at least reconnect_initial_s")
         return self
@@ -137,7 +137,7 @@ class GesturesConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _known(self) -> "GesturesConfig":
+    def _known(self) -> GesturesConfig:
         known = set(LANDMARK_GESTURES) | {g.name for g in self.custom}
         unknown = [g for g in self.enabled if g not in known]
         if unknown:
@@ -171,7 +171,7 @@ class DecideConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _hysteresis(self) -> "DecideConfig":
+    def _hysteresis(self) -> DecideConfig:
         if self.exit_threshold >= self.enter_threshold:
             raise ValueError(f"exit_threshold ({self.exit_threshold}) must be below "
                              f"enter_threshold ({self.enter_threshold})")
@@ -228,7 +228,7 @@ class MqttConfig(Section):
         return v
 
     @model_validator(mode="after")
-    def _reconnect_order(self) -> "MqttConfig":
+    def _reconnect_order(self) -> MqttConfig:
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be at least reconnect_min_s")
         return self

@@ -13,8 +13,8 @@ fast it is processed.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from edge_gesture.config import DecideConfig
 

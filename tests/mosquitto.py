@@ -37,7 +37,7 @@ class Mosquitto:
         self.conf.write_text("\n".join(lines) + "\n" + extra_conf + "\n")
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 10.0) -> "Mosquitto":
+    def start(self, timeout: float = 10.0) -> Mosquitto:
         if not Path(MOSQUITTO).exists():
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
         self.proc = subprocess.Popen(

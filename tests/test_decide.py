@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge_gesture.config import DecideConfig, LANDMARK_GESTURES
+from edge_gesture.config import LANDMARK_GESTURES, DecideConfig
 from edge_gesture.decide import Decider, Observation
 
 FPS = 30.0
