@@ -98,6 +98,13 @@ class HandsConfig(Section):
     min_tracking_confidence: Annotated[float, Field(ge=0, le=1)] = Field(
         0.5, description="Landmark score below which tracking is dropped and detection reruns."
     )
+    mirrored: bool = Field(
+        False,
+        description=(
+            "True when frames arrive mirrored (a selfie view flipped left-right by the camera or "
+            "driver). Decides how MediaPipe's handedness maps to the person's own left or right."
+        ),
+    )
 
 
 class GestureDescription(Section):
