@@ -252,6 +252,89 @@ class LoggingConfig(Section):
     )
 
 
+class HealthConfig(Section):
+    enabled: bool = Field(
+        False, description="Serve `/healthz` and `/metrics` (Prometheus) over HTTP."
+    )
+    host: str = Field(
+        "127.0.0.1",
+        description=(
+            "Address to listen on. `127.0.0.1` keeps it on this machine; `0.0.0.0` opens it to "
+            "the network (for a Prometheus elsewhere)."
+        ),
+        min_length=1,
+    )
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        9820, description="TCP port; 0 picks a free one (tests)."
+    )
+    stale_after_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        5.0, description="No processed frame for this long makes `/healthz` answer 503."
+    )
+
+
+class DatasetConfig(Section):
+    enabled: bool = Field(
+        False,
+        description=(
+            "Save the frames and hand crops behind each event, and a sample of frames without "
+            "one, for later evaluation or fine-tuning."
+        ),
+    )
+    dir: str = Field(
+        "",
+        description="Folder for saved frames; empty means `dataset/` in the state directory.",
+    )
+    quota_mb: Annotated[float, Field(gt=0, le=1_000_000)] = Field(
+        500.0, description="Most disk space the folder may take; the oldest files go first."
+    )
+    max_age_days: Annotated[float, Field(ge=0, le=3650)] = Field(
+        30.0, description="Files older than this are deleted; 0 keeps them until the quota."
+    )
+    no_gesture_sample_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.002,
+        description=(
+            "Share of processed frames without an event that are saved as negatives "
+            "(0.002 is about one every 17 s at 30 fps)."
+        ),
+    )
+    jpeg_quality: Annotated[int, Field(ge=50, le=100)] = Field(
+        90, description="JPEG quality of saved images."
+    )
+
+
+def _env_dir(var: str) -> str:
+    # systemd joins several StateDirectory= entries with ':'; ours is the first.
+    return os.environ.get(var, "").split(":")[0]
+
+
+class ServiceConfig(Section):
+    state_dir: str = Field(
+        "",
+        description=(
+            "Where the daemon keeps data (models, saved frames). Empty: $STATE_DIRECTORY "
+            "(systemd's StateDirectory=, /var/lib/edge-gesture), else "
+            "~/.local/state/edge-gesture."
+        ),
+    )
+    cache_dir: str = Field(
+        "",
+        description=(
+            "OpenVINO compiled-model cache, so restarts skip the GPU/NPU compile. Empty: "
+            "$CACHE_DIRECTORY (systemd's CacheDirectory=, /var/cache/edge-gesture), else "
+            "~/.cache/edge-gesture."
+        ),
+    )
+
+    def state_path(self) -> Path:
+        return Path(
+            self.state_dir or _env_dir("STATE_DIRECTORY")
+            or Path.home() / ".local/state/edge-gesture"
+        )
+
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir or _env_dir("CACHE_DIRECTORY") or Path.home() / ".cache/edge-gesture")
+
+
 class Config(Section):
     device_id: str = Field(
         "edge-gesture",
@@ -269,6 +352,15 @@ class Config(Section):
     )
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Where events are published.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
+    health: HealthConfig = Field(
+        default_factory=HealthConfig, description="HTTP health check and Prometheus metrics."
+    )
+    dataset: DatasetConfig = Field(
+        default_factory=DatasetConfig, description="Saving frames behind events for a dataset."
+    )
+    service: ServiceConfig = Field(
+        default_factory=ServiceConfig, description="Folders used when running as a service."
+    )
 
     @field_validator("device_id")
     @classmethod
