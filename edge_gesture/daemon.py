@@ -55,7 +55,7 @@ class FramePipeline:
                            {"hands": t1 - t0, "classify": t2 - t1, "decide": t3 - t2})
 
     def observe(self, hand: Hand) -> Observation:
-        guess = classify_landmarks(hand.landmarks, hand.handedness)
+        guess = classify_landmarks(hand.landmarks, hand.handedness, aspect=hand.aspect)
         if guess.label == "unknown" or guess.confidence < self.cfg.gestures.min_confidence:
             return Observation(hand.handedness, None, 0.0, "landmarks")
         return Observation(hand.handedness, guess.label, guess.confidence, "landmarks")
