@@ -1,0 +1,106 @@
+"""Hands in a frame: MediaPipe Hands 0.10.21 landmarks, handedness and a bounding box per hand.
+
+Uses `mediapipe.solutions.hands`, whose palm-detection and landmark models ship inside the wheel,
+so nothing is downloaded. In tracking mode (the default, for video) MediaPipe runs the palm
+detector only until it has hands and then follows them from frame to frame with the landmark
+model alone, which is what keeps a frame cheap; `static_images=True` detects afresh in every
+image (photos, evaluation).
+
+Handedness: MediaPipe labels hands as if the picture were a mirrored selfie view. A camera frame
+or a photograph is not mirrored, so there its "Left" is the person's right hand; `HandsConfig.
+mirrored` says which case applies and `Hand.handedness` is always the person's own hand.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edge_gesture.config import HandsConfig
+
+_SWAP = {"Left": "right", "Right": "left"}
+_SAME = {"Left": "left", "Right": "right"}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Hand:
+    landmarks: np.ndarray  # (21, 3) float32, MediaPipe normalised: x / width, y / height, z ~ x
+    handedness: str  # "left" | "right": the person's own hand
+    score: float  # MediaPipe's handedness score for this hand, 0..1
+    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 pixels around the landmarks, x1/y1 exclusive
+    frame_size: tuple[int, int]  # width, height of the frame the landmarks are normalised to
+
+    @property
+    def aspect(self) -> float:
+        """Frame width / height: what turns the normalised landmarks back into true angles."""
+        return self.frame_size[0] / self.frame_size[1]
+
+
+def _bbox(landmarks: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    xs, ys = landmarks[:, 0] * width, landmarks[:, 1] * height
+    # Landmarks of a hand partly outside the frame lie outside 0..1; the box stops at the edge.
+    x0 = min(max(math.floor(float(xs.min())), 0), width)
+    y0 = min(max(math.floor(float(ys.min())), 0), height)
+    x1 = min(max(math.floor(float(xs.max())) + 1, 0), width)
+    y1 = min(max(math.floor(float(ys.max())) + 1, 0), height)
+    return x0, y0, x1, y1
+
+
+class HandTracker:
+    """Finds hands in BGR frames. One per thread: MediaPipe's graph is not thread-safe."""
+
+    def __init__(self, cfg: HandsConfig, *, static_images: bool = False):
+        # Imported here so modules that only need `Hand` do not pay for loading MediaPipe.
+        from mediapipe.python.solutions import hands as mp_hands
+
+        self._labels = _SAME if cfg.mirrored else _SWAP
+        self._mp = mp_hands.Hands(
+            static_image_mode=static_images,
+            max_num_hands=cfg.max_num_hands,
+            model_complexity=cfg.model_complexity,
+            min_detection_confidence=cfg.min_detection_confidence,
+            min_tracking_confidence=cfg.min_tracking_confidence,
+        )
+
+    def detect(self, frame_bgr: np.ndarray) -> list[Hand]:
+        """Hands in one frame (8-bit BGR, as OpenCV delivers), at most `max_num_hands`."""
+        if self._mp is None:
+            raise RuntimeError("HandTracker is closed")
+        if not isinstance(frame_bgr, np.ndarray) or frame_bgr.dtype != np.uint8 \
+                or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
+            shape = getattr(frame_bgr, "shape", None)
+            dtype = getattr(frame_bgr, "dtype", type(frame_bgr).__name__)
+            raise ValueError(f"frame must be an 8-bit BGR image (H, W, 3), got {shape} {dtype}")
+        height, width = frame_bgr.shape[:2]
+        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+        # Read-only lets MediaPipe wrap the buffer instead of copying it.
+        rgb.flags.writeable = False
+        result = self._mp.process(rgb)
+        if not result.multi_hand_landmarks:
+            return []
+        hands = []
+        for lms, handedness in zip(result.multi_hand_landmarks, result.multi_handedness, strict=True):
+            points = np.array([(p.x, p.y, p.z) for p in lms.landmark], dtype=np.float32)
+            best = handedness.classification[0]
+            hands.append(Hand(
+                landmarks=points,
+                handedness=self._labels[best.label],
+                score=float(best.score),
+                bbox=_bbox(points, width, height),
+                frame_size=(width, height),
+            ))
+        return hands
+
+    def close(self) -> None:
+        if self._mp is not None:
+            self._mp.close()
+            self._mp = None
+
+    def __enter__(self) -> HandTracker:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
