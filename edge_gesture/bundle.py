@@ -19,14 +19,16 @@ Language-model contract, by profile:
 - cpu/gpu, onnx: role `language` takes inputs_embeds, attention_mask, position_ids and
   `past_key_values.{i}.key|value` [batch, kv_heads, past, head_dim] and returns logits and
   `present.{i}.key|value` (past + new).
-- npu (both formats), every shape static: role `language` is the prefill, [1, max_prompt_length]
-  right-padded (attention_mask 0 on padding), no past, returning logits for every position and
-  `present.{i}.key|value` [1, kv_heads, max_prompt_length, head_dim]; role `language_decode` is one
-  step, inputs_embeds [1, 1, hidden], attention_mask [1, kv_length + 1] (past slots, then the new
-  token), position_ids [1, 1], `past_key_values.{i}.key|value` [1, kv_heads, kv_length, head_dim]
-  (a fixed buffer: unused slots masked), returning logits [1, 1, vocab] and
-  `present.{i}.key|value` [1, kv_heads, 1, head_dim] for the new token only, which the caller
-  writes into its buffer.
+- npu (both formats), every shape static, one model for prefill and decode: role `language` takes
+  a chunk of C = static_shapes.max_prompt_length tokens, right-padded: inputs_embeds [1, C, hidden],
+  position_ids [1, C], `past_key_values.{i}.key|value` [1, kv_heads, K, head_dim] with
+  K = static_shapes.kv_length (a fixed buffer; unused slots masked), attention_mask [1, K + C] (the
+  K past slots, then the C chunk positions; 0 for unused slots and padding); it returns logits
+  [1, C, vocab] and `present.{i}.key|value` [1, kv_heads, C, head_dim] for the chunk only, which
+  the caller copies into its buffer for the real tokens. Prefill: the prompt in one chunk, past all
+  masked; each decode step: the new token at chunk position 0, the rest padding. Chunk position j
+  attends to unmasked past slots and to unmasked chunk positions <= j. text_embeddings takes
+  input_ids [1, C] (pad to C). The vision model takes exactly [1, 3, size, size].
 """
 
 from __future__ import annotations
@@ -57,9 +59,8 @@ Format = Literal["openvino", "onnx"]
 WeightsPrecision = Literal["fp32", "fp16", "int8", "int4"]
 ActivationsPrecision = Literal["fp32", "fp16", "int8"]
 DeviceProfile = Literal["cpu", "gpu", "npu"]
-Role = Literal["vision", "text_embeddings", "language", "language_decode"]
-#: Roles every bundle has; `language_decode` comes in addition with the static (npu) profile.
-BASE_ROLES: tuple[Role, ...] = ("vision", "text_embeddings", "language")
+Role = Literal["vision", "text_embeddings", "language"]
+ROLES: tuple[Role, ...] = ("vision", "text_embeddings", "language")
 
 _SHA256 = r"^[0-9a-f]{64}$"
 Shape = list[int | str]
@@ -149,9 +150,7 @@ class PromptSpec(_Strict):
     add_special_tokens: bool = Field(
         description="Pass to tokenizers' `Tokenizer.encode` so ids match the processor's."
     )
-    chat_template: str | None = Field(
-        None, description="The source Jinja chat template, for reference only."
-    )
+    chat_template: str | None = Field(None, description="The source Jinja chat template, for reference only.")
 
     @model_validator(mode="after")
     def _placeholders_once(self) -> PromptSpec:
@@ -173,16 +172,16 @@ class PromptSpec(_Strict):
 class StaticShapes(_Strict):
     batch: Literal[1] = Field(1, description="Batch size of every model.")
     max_prompt_length: Annotated[int, Field(ge=1)] = Field(
-        description="Prefill length: prompts are right-padded to this many tokens."
+        description="Chunk length C of the static language model: prompts are right-padded to it."
     )
     kv_length: Annotated[int, Field(ge=1)] = Field(
-        description="Slots in the decode step's KV buffer: prompt plus generated tokens must fit."
+        description="Slots K of the static KV buffer: prompt plus generated tokens must fit."
     )
 
     @model_validator(mode="after")
     def _kv_holds_prompt(self) -> StaticShapes:
-        if self.kv_length < self.max_prompt_length:
-            raise ValueError("kv_length must be >= max_prompt_length")
+        if self.kv_length <= self.max_prompt_length:
+            raise ValueError("kv_length must be > max_prompt_length (the prompt plus an answer)")
         return self
 
 
@@ -218,9 +217,7 @@ class FileEntry(_Strict):
 class SourceSpec(_Strict):
     model: str = Field(description="Hugging Face model id or the local directory exported from.")
     revision: str | None = Field(None, description="Hub revision (commit, tag or branch), if any.")
-    architecture: str = Field(
-        description="Architecture class, e.g. Idefics3ForConditionalGeneration."
-    )
+    architecture: str = Field(description="Architecture class, e.g. Idefics3ForConditionalGeneration.")
     model_type: str = Field(description="config.json model_type (idefics3 or smolvlm).")
 
 
@@ -273,9 +270,7 @@ class BundleManifest(_Strict):
     source: SourceSpec = Field(description="Where the weights came from.")
     tool: ToolSpec = Field(description="What wrote the bundle.")
     created: AwareDatetime = Field(description="When the bundle was written (with time zone).")
-    verification: Verification | None = Field(
-        None, description="The export's parity check against PyTorch."
-    )
+    verification: Verification | None = Field(None, description="The export's parity check against PyTorch.")
 
     @field_validator("schema_version")
     @classmethod
@@ -300,9 +295,8 @@ class BundleManifest(_Strict):
             raise ValueError("static_shapes is required when device_profile is npu")
         if not static and self.static_shapes is not None:
             raise ValueError("static_shapes is only for device_profile npu")
-        want = set(BASE_ROLES) | ({"language_decode"} if static else set())
-        if set(self.models) != want:
-            raise ValueError(f"models must have exactly the roles {sorted(want)}")
+        if set(self.models) != set(ROLES):
+            raise ValueError(f"models must have exactly the roles {', '.join(ROLES)}")
         if self.tokenizer not in self.files:
             raise ValueError(f"tokenizer {self.tokenizer!r} is not listed in files")
         for role, part in self.models.items():
@@ -374,9 +368,7 @@ def _read_manifest_json(path: Path) -> dict:
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise BundleError(
-            f"{path}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
-        ) from None
+        raise BundleError(f"{path}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     if not isinstance(data, dict):
         raise BundleError(f"{path}: the manifest must be a JSON object")
     return data

@@ -98,8 +98,7 @@ def test_valid_bundle_loads_and_renders_the_prompt(tmp_path: Path) -> None:
     assert m.models["language"].file == "lm.xml"
     text = m.prompt.render("Which gesture? Say {image} literally.")
     assert text == (
-        f"<|im_start|>User:{IMAGE_SEQ}Which gesture? Say {{image}} literally."
-        "<end_of_utterance>\nAssistant:"
+        f"<|im_start|>User:{IMAGE_SEQ}Which gesture? Say {{image}} literally.<end_of_utterance>\nAssistant:"
     )
 
 
@@ -122,9 +121,7 @@ def test_corrupt_file_is_named(tmp_path: Path) -> None:
     raw = bytearray((tmp_path / "vision.bin").read_bytes())
     raw[100] ^= 0xFF  # same size, different content: only the checksum can tell
     (tmp_path / "vision.bin").write_bytes(bytes(raw))
-    with pytest.raises(
-        BundleError, match=r"vision\.bin: sha256 does not match .*files\.vision\.bin"
-    ):
+    with pytest.raises(BundleError, match=r"vision\.bin: sha256 does not match .*files\.vision\.bin"):
         load_bundle_manifest(tmp_path)
     # Size-only checking is the documented fast path and does not read the content.
     load_bundle_manifest(tmp_path, checksums=False)
@@ -144,9 +141,7 @@ def test_newer_schema_is_refused_with_the_reason(tmp_path: Path) -> None:
         tool={"name": "edge-gesture-export", "version": "9.0.0"},
         a_field_from_the_future=True,
     )
-    with pytest.raises(
-        BundleError, match=r"schema_version 2 is newer.*edge-gesture-export 9\.0\.0"
-    ):
+    with pytest.raises(BundleError, match=r"schema_version 2 is newer.*edge-gesture-export 9\.0\.0"):
         load_bundle_manifest(tmp_path)
 
 
@@ -184,9 +179,7 @@ def test_model_file_must_be_listed(tmp_path: Path) -> None:
     data = _write_bundle(tmp_path)
     del data["files"]["lm.bin"]
     (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
-    with pytest.raises(
-        BundleError, match=r"models\.language: OpenVINO needs an \.xml and its \.bin"
-    ):
+    with pytest.raises(BundleError, match=r"models\.language: OpenVINO needs an \.xml and its \.bin"):
         load_bundle_manifest(tmp_path)
 
 
@@ -194,19 +187,27 @@ def test_paths_escaping_the_bundle_are_refused(tmp_path: Path) -> None:
     data = _write_bundle(tmp_path)
     data["files"]["../etc/passwd"] = data["files"]["lm.bin"]
     (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
-    with pytest.raises(
-        BundleError, match=r"files: .*'\.\./etc/passwd' is not a plain relative path"
-    ):
+    with pytest.raises(BundleError, match=r"files: .*'\.\./etc/passwd' is not a plain relative path"):
         load_bundle_manifest(tmp_path)
 
 
-def test_npu_manifest_needs_the_decode_model(tmp_path: Path) -> None:
-    _write_bundle(
-        tmp_path,
-        device_profile="npu",
-        static_shapes={"max_prompt_length": 128, "kv_length": 160},
-    )
-    with pytest.raises(BundleError, match=r"models must have exactly the roles .*language_decode"):
+def test_static_shapes_only_with_npu(tmp_path: Path) -> None:
+    shapes = {"max_prompt_length": 128, "kv_length": 160}
+    _write_bundle(tmp_path, device_profile="npu", static_shapes=shapes)
+    assert load_bundle_manifest(tmp_path).static_shapes.kv_length == 160
+    _write_bundle(tmp_path, device_profile="gpu", static_shapes=shapes)
+    with pytest.raises(BundleError, match="static_shapes is only for device_profile npu"):
+        load_bundle_manifest(tmp_path)
+    _write_bundle(tmp_path, device_profile="npu", static_shapes={"max_prompt_length": 128, "kv_length": 64})
+    with pytest.raises(BundleError, match=r"static_shapes: kv_length must be > max_prompt_length"):
+        load_bundle_manifest(tmp_path)
+
+
+def test_every_role_is_required(tmp_path: Path) -> None:
+    data = _write_bundle(tmp_path)
+    del data["models"]["text_embeddings"]
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="models must have exactly the roles vision, text_embeddings"):
         load_bundle_manifest(tmp_path)
 
 
