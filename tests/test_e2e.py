@@ -114,7 +114,7 @@ def test_video_gives_exactly_one_event_per_gesture_in_order(tmp_path, broker, ge
     assert availability[0] == "online" and availability[-1] == "offline"
     states = [m.json() for m in sub.on("/state")]
     assert any(g == "fist" for s in states for g in _hand_states(s).values())
-    assert _hand_states(states[-1]) in ({}, {"left": None}, {"right": None})
+    assert all(g is None for g in _hand_states(states[-1]).values()), states[-1]
     assert sub.on("/stats"), "no stats published"
 
     # One log line per state change, not one per frame (the video has ~250 frames).
