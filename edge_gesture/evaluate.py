@@ -1,0 +1,229 @@
+"""`edge-gesture eval DIR`: accuracy on a folder of labelled photos, as the daemon would publish.
+
+Layout: `DIR/<label>/<image>`, one sub-folder per gesture name, `none` for pictures without a
+hand. Every image goes through MediaPipe in still-image mode and the daemon's own per-hand
+observation (landmark classifier, `gestures.min_confidence`), then the observation is held for
+about a second of 30 fps frames in a fresh `Decider` with the configured smoothing, thresholds and
+hold. The predicted label is the gesture of the event that fires (the most confident, if several
+hands fire), or `none` when no event fires: exactly what a subscriber would see if the photo were
+held in front of the camera. So a `none` image passes only when nothing is published for it.
+
+Precision of a class nothing was predicted as is reported as 0 (nothing to be right about).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_gesture.config import Config, ConfigError, find_config_path, load_config
+
+NONE = "none"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+FRAME_RATE = 30.0
+
+
+@dataclass
+class ImageResult:
+    path: str  # relative to the evaluated folder
+    truth: str
+    predicted: str  # the published gesture, or "none"
+    classifier: str  # the classifier's label for its most confident hand ("none": no hand)
+    confidence: float  # that guess's score, even when below gestures.min_confidence
+    hands: int
+    events: list[str] = field(default_factory=list)
+    hands_ms: float = 0.0
+    classify_ms: float = 0.0
+
+
+class EvalError(Exception):
+    """The folder cannot be evaluated; the message says why and names the path."""
+
+
+def find_images(folder: Path) -> list[tuple[str, Path]]:
+    """(label, path) for every image under folder/<label>/, sorted; hidden entries ignored."""
+    if not folder.is_dir():
+        raise EvalError(f"{folder}: not a folder (expected <label>/<image> inside)")
+    items = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for img in sorted(sub.iterdir()):
+            if img.is_file() and not img.name.startswith(".") and img.suffix.lower() in IMAGE_SUFFIXES:
+                items.append((sub.name, img))
+    if not items:
+        raise EvalError(f"{folder}: no images found in <label>/ sub-folders "
+                        f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return items
+
+
+def _hold_seconds(cfg: Config) -> float:
+    # Long enough for the configured window and hold to let an event through, and at least a second.
+    return max(1.0, cfg.decide.window_s + cfg.decide.min_hold_s + 0.5)
+
+
+def _percentile_ms(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 2) if values else 0.0
+
+
+def _per_class(results: list[ImageResult], labels: list[str]) -> dict[str, dict]:
+    truth = Counter(r.truth for r in results)
+    predicted = Counter(r.predicted for r in results)
+    hits = Counter(r.truth for r in results if r.truth == r.predicted)
+    out = {}
+    for label in labels:
+        p = hits[label] / predicted[label] if predicted[label] else 0.0
+        out[label] = {
+            "precision": round(p, 4),
+            "recall": round(hits[label] / truth[label], 4),
+            "support": truth[label],
+        }
+    return out
+
+
+def evaluate(folder: Path, cfg: Config) -> dict:
+    """Run the whole folder; returns the report (see module docstring and `format_report`)."""
+    from edge_gesture.daemon import FramePipeline
+    from edge_gesture.decide import Decider
+    from edge_gesture.gestures import UNKNOWN, classify_landmarks
+    from edge_gesture.hands import HandTracker
+
+    items = find_images(folder)
+    hold_frames = int(round(_hold_seconds(cfg) * FRAME_RATE))
+    results: list[ImageResult] = []
+    unreadable: list[str] = []
+    started = time.perf_counter()
+    pipeline = FramePipeline(cfg, tracker=HandTracker(cfg.hands, static_images=True))
+    try:
+        for label, path in items:
+            rel = str(path.relative_to(folder))
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                unreadable.append(rel)
+                continue
+            t0 = time.perf_counter()
+            hands = pipeline.tracker.detect(image)
+            t1 = time.perf_counter()
+            observations = [pipeline.observe(h) for h in hands]
+            t2 = time.perf_counter()
+            # The raw best guess, kept for the report so a miss shows what the classifier saw.
+            guesses = [classify_landmarks(h.landmarks, h.handedness, aspect=h.aspect,
+                                          min_confidence=0.0) for h in hands]
+            guess = max(guesses, key=lambda g: g.confidence, default=None)
+            decider = Decider(cfg.decide, cfg.gestures.enabled)
+            events = []
+            for i in range(hold_frames):
+                events += decider.update(i / FRAME_RATE, observations)
+            fired = max(events, key=lambda e: e.confidence) if events else None
+            results.append(ImageResult(
+                path=rel,
+                truth=label,
+                predicted=fired.gesture if fired else NONE,
+                classifier=NONE if guess is None else (
+                    guess.label if guess.confidence >= cfg.gestures.min_confidence else UNKNOWN),
+                confidence=guess.confidence if guess else 0.0,
+                hands=len(hands),
+                events=[e.gesture for e in events],
+                hands_ms=(t1 - t0) * 1000,
+                classify_ms=(t2 - t1) * 1000,
+            ))
+    finally:
+        pipeline.close()
+    elapsed = time.perf_counter() - started
+    if not results:
+        raise EvalError(f"{folder}: none of the {len(items)} images could be read")
+
+    labels = sorted({r.truth for r in results})
+    confusion: dict[str, dict[str, int]] = {t: {} for t in labels}
+    for r in results:
+        row = confusion[r.truth]
+        row[r.predicted] = row.get(r.predicted, 0) + 1
+    correct = sum(r.truth == r.predicted for r in results)
+    hands_ms = [r.hands_ms for r in results]
+    classify_ms = [r.classify_ms for r in results]
+    return {
+        "accuracy": round(correct / len(results), 4),
+        "per_class": _per_class(results, labels),
+        "confusion": confusion,
+        "images": len(results),
+        "correct": correct,
+        "events_on_none": sum(len(r.events) for r in results if r.truth == NONE),
+        "gesture_images_without_hand": sum(r.hands == 0 for r in results if r.truth != NONE),
+        "classifier_accuracy": round(
+            sum(r.truth == r.classifier for r in results) / len(results), 4),
+        "latency_ms": {
+            "hands_p50": _percentile_ms(hands_ms, 50),
+            "hands_p95": _percentile_ms(hands_ms, 95),
+            "classify_p50": _percentile_ms(classify_ms, 50),
+            "classify_p95": _percentile_ms(classify_ms, 95),
+        },
+        "seconds": round(elapsed, 2),
+        "hold_seconds": round(hold_frames / FRAME_RATE, 2),
+        "model_complexity": cfg.hands.model_complexity,
+        "mistakes": [
+            {"path": r.path, "truth": r.truth, "predicted": r.predicted,
+             "classifier": r.classifier, "confidence": r.confidence, "hands": r.hands}
+            for r in results if r.truth != r.predicted
+        ],
+        "unreadable": unreadable,
+    }
+
+
+def format_report(report: dict) -> str:
+    labels = list(report["per_class"])
+    preds = sorted({p for row in report["confusion"].values() for p in row} - set(labels))
+    cols = labels + preds
+    width = max(8, *(len(c) for c in cols)) + 1
+    lines = [f"{'label':<{width}} {'support':>7} {'precision':>9} {'recall':>7}"]
+    for label, m in report["per_class"].items():
+        lines.append(f"{label:<{width}} {m['support']:>7} {m['precision']:>9.1%} {m['recall']:>7.1%}")
+    lines += ["", "confusion (rows: true label, columns: published)",
+              " " * width + "".join(f"{c[:width - 1]:>{width}}" for c in cols)]
+    for t in labels:
+        row = report["confusion"][t]
+        lines.append(f"{t:<{width}}" + "".join(f"{row.get(c, 0) or '.':>{width}}" for c in cols))
+    lat = report["latency_ms"]
+    lines += [
+        "",
+        f"accuracy {report['accuracy']:.1%} ({report['correct']}/{report['images']} images); "
+        f"landmark classifier alone {report['classifier_accuracy']:.1%}",
+        f"events on 'none' images: {report['events_on_none']}; gesture images without a hand "
+        f"found: {report['gesture_images_without_hand']}",
+        f"per image: hands {lat['hands_p50']} ms median ({lat['hands_p95']} p95), classify "
+        f"{lat['classify_p50']} ms; model_complexity {report['model_complexity']}; "
+        f"{report['seconds']} s in all",
+    ]
+    for m in report["mistakes"]:
+        lines.append(f"  wrong: {m['path']}: {m['truth']} -> {m['predicted']} "
+                     f"(classifier {m['classifier']} {m['confidence']:.2f}, {m['hands']} hand(s))")
+    return "\n".join(lines)
+
+
+def _config(path: str | None) -> Config:
+    if path is None:
+        try:
+            path = find_config_path(None)
+        except ConfigError:
+            print("note: no config file found, evaluating with the default settings",
+                  file=sys.stderr)
+            return Config()
+    return load_config(path)
+
+
+def main(args) -> int:
+    """Entry of `edge-gesture eval DIR [--json] [--config PATH]`."""
+    cfg = _config(getattr(args, "config", None))
+    try:
+        report = evaluate(Path(args.dir), cfg)
+    except EvalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for u in report["unreadable"]:
+        print(f"warning: {u}: not a readable image, skipped", file=sys.stderr)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
