@@ -1,0 +1,169 @@
+"""Capture: newest frame wins, files paced or complete, streams that drop out come back."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+from structlog.testing import capture_logs
+
+from edge_gesture.capture import (
+    CaptureThread,
+    Frame,
+    LatestFrameSlot,
+    SourceError,
+    SourceKind,
+    source_kind,
+)
+from edge_gesture.config import CaptureConfig
+
+
+def frame(i: int) -> Frame:
+    return Frame(np.zeros((2, 2, 3), np.uint8), i, float(i), float(i), float(i))
+
+
+def write_numbered_video(path, n: int, fps: float = 30.0):
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (160, 120))
+    for i in range(n):
+        img = np.full((120, 160, 3), (i * 8) % 256, np.uint8)
+        w.write(img)
+    w.release()
+    return path
+
+
+def drain(slot: LatestFrameSlot, delay: float = 0.0, limit: float = 20.0) -> list[Frame]:
+    got, deadline = [], time.monotonic() + limit
+    while time.monotonic() < deadline:
+        f = slot.get(timeout=0.5)
+        if f is None:
+            if slot.closed:
+                break
+            continue
+        got.append(f)
+        time.sleep(delay)
+    return got
+
+
+def test_slot_keeps_only_the_newest_frame_and_counts_the_rest():
+    slot = LatestFrameSlot()
+    for i in range(5):
+        slot.put(frame(i))
+    assert slot.get(0).index == 4
+    assert slot.dropped == 4
+    assert slot.get(0.01) is None
+
+
+@pytest.mark.parametrize("source,kind", [
+    ("testcard", SourceKind.TESTCARD), ("0", SourceKind.CAMERA), ("/dev/video2", SourceKind.CAMERA),
+    ("rtsp://cam.local/stream", SourceKind.STREAM), ("https://x/y.mjpg", SourceKind.STREAM),
+    ("clip.mp4", SourceKind.FILE),
+])
+def test_source_kinds(source, kind):
+    assert source_kind(source) is kind
+
+
+def test_file_read_frame_by_frame_delivers_every_frame_on_the_file_clock(tmp_path):
+    video = write_numbered_video(tmp_path / "v.mp4", 45)
+    slot = LatestFrameSlot()
+    cap = CaptureThread(CaptureConfig(source=str(video), realtime=False), slot)
+    cap.start()
+    got = drain(slot, delay=0.002)
+    cap.join(5)
+    assert [f.index for f in got] == list(range(45))
+    assert slot.dropped == 0 and cap.ended
+    steps = np.diff([f.t for f in got])
+    assert np.allclose(steps, 1 / 30, atol=1e-6)
+
+
+def test_file_in_real_time_drops_frames_for_a_slow_consumer_instead_of_queueing(tmp_path):
+    video = write_numbered_video(tmp_path / "v.mp4", 60)  # 2 s at 30 fps
+    slot = LatestFrameSlot()
+    cap = CaptureThread(CaptureConfig(source=str(video), realtime=True), slot)
+    t0 = time.monotonic()
+    cap.start()
+    got = drain(slot, delay=0.1)  # a consumer at 10 frames/s
+    cap.join(5)
+    elapsed = time.monotonic() - t0
+    assert 1.8 < elapsed < 4.0
+    assert len(got) + slot.dropped == 60
+    assert slot.dropped >= 30
+    # Newest frame wins: what the consumer sees is at most one frame behind the file.
+    assert all(b.index > a.index for a, b in zip(got, got[1:], strict=False))
+
+
+def test_missing_file_is_named_at_start_up(tmp_path):
+    with pytest.raises(SourceError, match=r"capture\.source: no such video file: .*nope\.mp4"):
+        CaptureThread(CaptureConfig(source=str(tmp_path / "nope.mp4")), LatestFrameSlot())
+
+
+def test_testcard_runs_at_its_frame_rate_and_moves():
+    slot = LatestFrameSlot()
+    cap = CaptureThread(CaptureConfig(source="testcard", fps=20, width=320, height=240), slot)
+    cap.start()
+    time.sleep(1.0)
+    cap.stop()
+    cap.join(2)
+    assert 15 <= cap.frames_read <= 25
+    a = slot.get(0)
+    assert a is not None and a.image.shape == (240, 320, 3)
+
+
+class _FlakyMjpegCamera:
+    """An IP camera on loopback: refuses the first `refuse` requests, then streams `frames`
+    MJPEG frames per connection and hangs up, as a camera does when it reboots."""
+
+    def __init__(self, refuse: int, frames: int):
+        ok, jpg = cv2.imencode(".jpg", np.full((120, 160, 3), 128, np.uint8))
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests += 1
+                if outer.requests <= refuse:
+                    self.send_error(503)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                for _ in range(frames):
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
+                                     b"Content-Length: %d\r\n\r\n" % len(jpg))
+                    self.wfile.write(jpg.tobytes() + b"\r\n")
+                    time.sleep(0.02)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/stream.mjpg"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_stream_that_drops_out_is_reopened_and_logged_once_per_change():
+    camera = _FlakyMjpegCamera(refuse=3, frames=15)
+    cfg = CaptureConfig(source=camera.url, reconnect_initial_s=0.05, reconnect_max_s=0.2,
+                        read_timeout_s=0.3)
+    slot = LatestFrameSlot()
+    with capture_logs() as logs:
+        cap = CaptureThread(cfg, slot)
+        cap.start()
+        deadline = time.monotonic() + 20
+        while cap.reconnects < 2 and time.monotonic() < deadline:
+            slot.get(0.2)
+        cap.stop()
+        cap.join(5)
+    camera.close()
+    events = [e["event"] for e in logs]
+    assert cap.reconnects >= 2, events
+    assert cap.frames_read >= 30  # frames from at least two connections
+    assert events.count("source unavailable, retrying") == 1  # three refusals, one line
+    assert events.count("source lost, reopening") == cap.reconnects
+    assert events.count("source back") >= 2
