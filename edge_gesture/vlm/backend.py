@@ -1,0 +1,116 @@
+"""What both runtimes share: the interface the decoder drives, and the inputs they build alike.
+
+A backend is built for one prompt and one set of answer tokens. It embeds the prompt once, prefills
+the fixed part before the image once (its KV cache is restored for every decision), and returns
+logits only for the answer tokens at the last position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_gesture.bundle import BundleManifest
+from edge_gesture.vlm.prompt import Prompt
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    vision_device: str = "CPU"
+    language_device: str = "CPU"
+    cache_dir: Path | None = None
+    num_threads: int = 0  # 0: the runtime's default
+    fallback_device: str = ""
+    onnx_provider: str = "auto"  # auto, cpu, openvino
+    precision: str = "auto"  # CPU inference precision: auto (the plugin picks), f32, bf16, f16
+
+
+class BackendError(Exception):
+    """The runtime refused the bundle or the device, or an inference failed."""
+
+
+def patch_inputs(manifest: BundleManifest) -> tuple[np.ndarray, np.ndarray]:
+    """patch_attention_mask and patch_position_ids for one unpadded image.
+
+    Positions are Idefics3's bucketing as transformers >= 4.55 computes it (and so optimum-intel
+    and the export's PyTorch check): indices scaled by (1 - 1e-6) fall just below the bucket
+    boundaries, so a row of n patches gets 0, 0, 1, ..., n-2. Reproduced in float32 as torch does.
+    """
+    side = manifest.image.size // manifest.image.patch_size
+    boundaries = np.arange(1 / side, 1.0, 1 / side, dtype=np.float32)
+    frac = np.arange(side, dtype=np.float32) / np.float32(side) * np.float32(1 - 1e-6)
+    bucket = np.searchsorted(boundaries, frac.astype(np.float32), side="right")
+    pos = (bucket[:, None] * side + bucket[None, :]).reshape(1, -1).astype(np.int64)
+    mask = np.ones((1, side, side), dtype=bool)
+    return mask, pos
+
+
+class Backend:
+    """Subclasses implement _vision, _embed, _reset_to_prefix, _run_language and close."""
+
+    def __init__(self, manifest: BundleManifest, prompt: Prompt, answer_tokens: tuple[int, ...]):
+        self.manifest = manifest
+        self.prompt = prompt
+        self.answer_tokens = np.asarray(answer_tokens, dtype=np.int64)
+        self.past = 0  # tokens in the KV cache
+
+    # -- set-up, called by subclasses once their models are loaded --
+    def _prepare(self) -> None:
+        self._prompt_embeds = self._embed(self.prompt.ids)  # [L, H]
+        self._answer_embeds = {
+            int(t): e for t, e in zip(self.answer_tokens, self._embed(self.answer_tokens), strict=True)
+        }
+        self._prefill_prefix()
+
+    def _prefill_prefix(self) -> None:
+        """Run the fixed prompt prefix once and keep its KV cache (subclass stores it)."""
+        raise NotImplementedError
+
+    # -- per decision --
+    def vision(self, pixel_values: np.ndarray) -> np.ndarray:
+        """pixel_values [1,3,S,S] -> image features [image_tokens, hidden]."""
+        feats = self._vision(pixel_values)
+        feats = feats.reshape(-1, feats.shape[-1])
+        if feats.shape[0] != self.prompt.image_tokens:
+            raise BackendError(
+                f"the vision model gave {feats.shape[0]} image features, the prompt has "
+                f"{self.prompt.image_tokens} image tokens: the bundle is inconsistent "
+                "(image_tokens_per_image does not match its vision model)"
+            )
+        return feats
+
+    def prefill(self, image_features: np.ndarray) -> np.ndarray:
+        """Restore the prefix cache, run image + question; logits of the answer tokens."""
+        self._reset_to_prefix()
+        rest = self._prompt_embeds[self.prompt.image_start :].copy()
+        rest[: self.prompt.image_tokens] = image_features
+        return self._step(rest)
+
+    def extend(self, tokens: list[int]) -> np.ndarray:
+        """Feed chosen answer tokens; logits of the answer tokens at the last one."""
+        return self._step(np.stack([self._answer_embeds[t] for t in tokens]))
+
+    def _step(self, embeds: np.ndarray) -> np.ndarray:
+        n = embeds.shape[0]
+        logits = self._run_language(embeds[None].astype(np.float32), self.past, n)
+        self.past += n
+        return logits
+
+    # -- subclass hooks --
+    def _vision(self, pixel_values: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _embed(self, ids: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _reset_to_prefix(self) -> None:
+        raise NotImplementedError
+
+    def _run_language(self, embeds: np.ndarray, past: int, n: int) -> np.ndarray:
+        """Run n new positions after `past` cached ones; answer-token logits at the last one."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,184 @@
+"""OpenVINO backend: the bundle's three models driven with openvino.Core directly.
+
+The language model is optimum-intel's stateful export (KV cache inside the model). Two changes
+to its graph at load time: the output layer is cut to the answer tokens, applied to the last
+position only (the full vocabulary at every prompt position is most of a prefill's arithmetic,
+and the decoder needs a few dozen logits at one position); and the prompt's fixed prefix is
+prefilled once, its state saved and put back before each decision.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+
+from edge_gesture.bundle import BundleManifest
+from edge_gesture.vlm import devices
+from edge_gesture.vlm.backend import Backend, BackendError, BackendOptions, patch_inputs
+from edge_gesture.vlm.prompt import Prompt
+
+log = logging.getLogger(__name__)
+
+
+def compile_config(device: str, opts: BackendOptions) -> dict:
+    cfg: dict = {"PERFORMANCE_HINT": "LATENCY"}
+    if opts.cache_dir is not None:
+        cfg["CACHE_DIR"] = str(opts.cache_dir)
+    # Thread and precision settings are CPU-plugin properties: pass them to the CPU only (a GPU or
+    # NPU refuses unknown keys), also when the CPU sits behind AUTO or HETERO.
+    cpu: dict = {}
+    if opts.num_threads:
+        cpu["INFERENCE_NUM_THREADS"] = opts.num_threads
+    if opts.precision != "auto":
+        cpu["INFERENCE_PRECISION_HINT"] = opts.precision
+        # The CPU keeps the KV cache in f16 by default whatever the hint; f32 means f32 throughout.
+        if opts.precision == "f32":
+            cpu["KV_CACHE_PRECISION"] = "f32"
+    if cpu:
+        if device.upper() == "CPU":
+            cfg.update(cpu)
+        elif "CPU" in device.upper():
+            cfg["DEVICE_PROPERTIES"] = {"CPU": cpu}
+    return cfg
+
+
+def _logits_matmul(model: ov.Model) -> tuple[ov.Node, ov.Node]:
+    for result in model.get_results():
+        if "logits" in result.output(0).get_names() or "logits" in (
+            result.input_value(0).get_names()
+        ):
+            node = result.input_value(0).get_node()
+            if node.get_type_name() != "MatMul":
+                raise BackendError(
+                    f"language model: expected the logits to come from a MatMul, found "
+                    f"{node.get_type_name()}; was the bundle exported by edge-gesture-export?"
+                )
+            return result, node
+    raise BackendError("language model has no `logits` output")
+
+
+def _constant_value(core: ov.Core, output: ov.Output) -> np.ndarray:
+    """Evaluate a subgraph of constants (e.g. INT8 weights and their decompression) once."""
+    sub = ov.Model([ops.result(output)], [], "lm_head_weights")
+    compiled = core.compile_model(sub, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    value = compiled({})[0]
+    return np.array(value, dtype=np.float32, copy=True)
+
+
+def answer_only_language_model(
+    core: ov.Core, model: ov.Model, answer_tokens: np.ndarray
+) -> ov.Model:
+    """Rewrite the LM to return logits for `answer_tokens` at the last position: [batch, K]."""
+    result, matmul = _logits_matmul(model)
+    hidden = matmul.input_value(0)  # [batch, seq, hidden], after the final norm
+    weight = _constant_value(core, matmul.input_value(1))
+    transpose_b = matmul.get_attributes().get("transpose_b", False)
+    rows = weight[answer_tokens] if transpose_b else weight[:, answer_tokens].T  # [K, hidden]
+    last = ops.gather(hidden, ops.constant(np.array([-1], dtype=np.int64)), ops.constant(1))
+    last = ops.squeeze(last, ops.constant(np.array([1], dtype=np.int64)))  # [batch, hidden]
+    logits = ops.matmul(last, ops.constant(np.ascontiguousarray(rows)), False, True)
+    result.input(0).replace_source_output(logits.output(0))
+    logits.output(0).set_names({"logits"})
+    model.validate_nodes_and_infer_types()
+    return model
+
+
+class OpenVinoBackend(Backend):
+    def __init__(
+        self,
+        root: Path,
+        manifest: BundleManifest,
+        prompt: Prompt,
+        answer_tokens: tuple[int, ...],
+        opts: BackendOptions,
+    ):
+        super().__init__(manifest, prompt, answer_tokens)
+        if manifest.device_profile == "npu":
+            raise BackendError(
+                f"{root}: an npu-profile (static-shape) bundle is not supported by this runtime "
+                "yet; export with --device-profile cpu or gpu"
+            )
+        if not manifest.language.stateful:
+            raise BackendError(f"{root}: the OpenVINO language model must be stateful")
+        core = ov.Core()
+        available = core.available_devices
+        vision_dev = devices.resolve(
+            opts.vision_device, available, field="vlm.vision_device", fallback=opts.fallback_device
+        )
+        lang_dev = devices.resolve(
+            opts.language_device, available, field="vlm.language_device",
+            fallback=opts.fallback_device,
+        )
+        self.devices = {"vision": vision_dev, "language": lang_dev}
+        models = manifest.models
+        try:
+            self._vis = core.compile_model(
+                str(root / models["vision"].file), vision_dev, compile_config(vision_dev, opts)
+            )
+            # Embeddings are needed only for the fixed prompt and the answer tokens: computed
+            # once here on the CPU, then the model is dropped.
+            emb = core.compile_model(str(root / models["text_embeddings"].file), "CPU")
+            self._emb_req = emb.create_infer_request()
+            lm = answer_only_language_model(
+                core, core.read_model(str(root / models["language"].file)), self.answer_tokens
+            )
+            self._lm = core.compile_model(lm, lang_dev, compile_config(lang_dev, opts))
+        except RuntimeError as e:
+            raise BackendError(f"OpenVINO could not load {root}: {_first_line(e)}") from None
+        self._vis_req = self._vis.create_infer_request()
+        self._lm_req = self._lm.create_infer_request()
+        self._mask, self._pos = patch_inputs(manifest)
+        self._vis_inputs = {i.get_any_name() for i in self._vis.inputs}
+        self._prepare()
+        del self._emb_req, emb
+
+    def _embed(self, ids: np.ndarray) -> np.ndarray:
+        out = self._emb_req.infer({0: np.asarray(ids, dtype=np.int64)[None]})
+        return np.array(out[0][0], dtype=np.float32, copy=True)
+
+    def _vision(self, pixel_values: np.ndarray) -> np.ndarray:
+        feed = {"pixel_values": pixel_values}
+        if "patch_attention_mask" in self._vis_inputs:
+            feed["patch_attention_mask"] = self._mask
+        if "patch_position_ids" in self._vis_inputs:
+            feed["patch_position_ids"] = self._pos
+        return np.array(self._vis_req.infer(feed)[0], copy=True)
+
+    def _prefill_prefix(self) -> None:
+        self._lm_req.reset_state()
+        self.past = 0
+        prefix = self._prompt_embeds[: self.prompt.image_start]
+        if len(prefix):
+            self._step(prefix)
+        self._prefix_len = self.past
+        self._prefix_state = {
+            s.name: np.array(s.state.data, copy=True) for s in self._lm_req.query_state()
+        }
+
+    def _reset_to_prefix(self) -> None:
+        self._lm_req.reset_state()
+        if self._prefix_len:
+            for s in self._lm_req.query_state():
+                s.state = ov.Tensor(self._prefix_state[s.name])
+        self.past = self._prefix_len
+
+    def _run_language(self, embeds: np.ndarray, past: int, n: int) -> np.ndarray:
+        out = self._lm_req.infer(
+            {
+                "inputs_embeds": embeds,
+                "attention_mask": np.ones((1, past + n), dtype=np.int64),
+                "position_ids": np.arange(past, past + n, dtype=np.int64)[None],
+                "beam_idx": np.zeros((1,), dtype=np.int32),
+            }
+        )
+        return np.array(out[0][0], dtype=np.float32, copy=True)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    # OpenVINO's messages start with source locations; the reason is usually the last line.
+    return lines[-1] if lines else type(e).__name__

@@ -1,0 +1,95 @@
+"""Load a bundle and answer "which gesture?" for a hand crop, torch-free.
+
+`VlmRuntime` ties the pieces together: the manifest (validated, checksums checked), the tokenizer,
+the prompt built from the enabled gestures, the answer trie and a backend (OpenVINO for an
+OpenVINO bundle, ONNX Runtime for an ONNX one). One decision: preprocess, vision, prefill of the
+image and question, then constrained decoding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from edge_gesture.bundle import BundleManifest, load_bundle_manifest
+from edge_gesture.vlm.backend import Backend, BackendError, BackendOptions
+from edge_gesture.vlm.decode import Decoded, LabelTrie, decode
+from edge_gesture.vlm.preprocess import pixel_values
+from edge_gesture.vlm.prompt import Prompt, build_prompt, label_token_ids
+
+
+@dataclass(frozen=True)
+class Timings:
+    preprocess_s: float
+    vision_s: float
+    language_s: float  # prefill and decode steps
+
+    @property
+    def total_s(self) -> float:
+        return self.preprocess_s + self.vision_s + self.language_s
+
+
+class VlmRuntime:
+    def __init__(
+        self,
+        bundle: str | Path,
+        gestures: Sequence[tuple[str, str]],
+        opts: BackendOptions,
+        *,
+        verify_checksums: bool = True,
+    ):
+        self.root = Path(bundle)
+        self.manifest: BundleManifest = load_bundle_manifest(self.root, checksums=verify_checksums)
+        tok_path = self.root / self.manifest.tokenizer
+        try:
+            self.tokenizer = Tokenizer.from_file(str(tok_path))
+        except Exception as e:  # the tokenizers library raises plain Exception subclasses
+            raise BackendError(f"{tok_path}: not a usable tokenizer.json: {e}") from None
+        self.prompt: Prompt = build_prompt(self.manifest, self.tokenizer, gestures)
+        self.trie = LabelTrie(
+            label_token_ids(self.tokenizer, self.prompt.labels),
+            end_token=self.manifest.tokens.end_of_utterance.id,
+        )
+        self.backend: Backend = _make_backend(self.root, self.manifest, self.prompt, self.trie,
+                                              opts)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.prompt.labels
+
+    def classify(self, rgb: np.ndarray) -> tuple[Decoded, Timings]:
+        """Answer for one square RGB crop (uint8, any size)."""
+        t0 = time.perf_counter()
+        pv = pixel_values(rgb, self.manifest.image)
+        t1 = time.perf_counter()
+        feats = self.backend.vision(pv)
+        t2 = time.perf_counter()
+        first = self.backend.prefill(feats)
+        result = decode(self.trie, first, self.backend.extend)
+        t3 = time.perf_counter()
+        return result, Timings(t1 - t0, t2 - t1, t3 - t2)
+
+    def warm_up(self) -> Timings:
+        """One decision on a grey image: first inferences allocate and tune kernels."""
+        size = self.manifest.image.size
+        return self.classify(np.full((size, size, 3), 128, dtype=np.uint8))[1]
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _make_backend(
+    root: Path, manifest: BundleManifest, prompt: Prompt, trie: LabelTrie, opts: BackendOptions
+) -> Backend:
+    if manifest.format == "openvino":
+        from edge_gesture.vlm.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(root, manifest, prompt, trie.tokens, opts)
+    from edge_gesture.vlm.onnx_backend import OnnxBackend
+
+    return OnnxBackend(root, manifest, prompt, trie.tokens, opts)
