@@ -20,6 +20,7 @@ import numpy as np
 import structlog
 
 from edge_gesture.config import CaptureConfig
+from edge_gesture.errors import StartupError
 from edge_gesture.testcard import TestCard
 
 log = structlog.get_logger("capture")
@@ -100,7 +101,7 @@ def source_kind(source: str) -> SourceKind:
     return SourceKind.FILE
 
 
-class SourceError(Exception):
+class SourceError(StartupError):
     """A source that cannot be opened at all (wrong path, unsupported file)."""
 
 

@@ -9,6 +9,7 @@ import sys
 
 from edge_gesture import __version__
 from edge_gesture.config import Config, ConfigError, find_config_path, load_config
+from edge_gesture.errors import StartupError
 
 
 def _load(args) -> Config:
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except StartupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
