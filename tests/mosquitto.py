@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -21,7 +22,7 @@ class Mosquitto:
     """Start, stop and restart a broker; `extra_conf` lines go into its mosquitto.conf."""
 
     def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "",
-                 allow_anonymous: bool = True):
+                 allow_anonymous: bool = True, persistence: bool = False):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -30,8 +31,13 @@ class Mosquitto:
         lines = [
             f"listener {self.port} 127.0.0.1",
             f"allow_anonymous {'true' if allow_anonymous else 'false'}",
-            "persistence false",
+            # With persistence, sessions and their queued messages survive a restart.
+            f"persistence {'true' if persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
             f"log_dest file {self.log}",
+            # Run as root (CI containers), mosquitto would switch to user `mosquitto` and could
+            # not write its log or database into the test's private temporary directory.
+            *(["user root"] if os.geteuid() == 0 else []),
             "log_type all",
         ]
         self.conf.write_text("\n".join(lines) + "\n" + extra_conf + "\n")

@@ -1,0 +1,366 @@
+"""The MQTT publisher: the frame loop hands over events, one network thread does the rest.
+
+The frame loop's side (`publish_*`) only appends to an in-memory outbox and writes one byte to
+a wake-up socket, so it never waits for the network. The network thread owns the paho client
+outright: it selects on the broker socket and the wake-up socket and drives paho's
+`loop_read`/`loop_write`/`loop_misc` itself. Owning the loop is what lets it decide, after a
+reconnect, which unacknowledged events are still young enough to resend; paho's own reconnect
+would replay them however old they are. Each connection gets a fresh client and a clean session.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import random
+import secrets
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_gesture.config import Config
+from edge_gesture.publish import payloads
+from edge_gesture.publish.connection import (
+    TRANSIENT,
+    describe_connack,
+    describe_exception,
+    make_client,
+)
+from edge_gesture.publish.outbox import Outbox, Pending
+
+log = structlog.get_logger("edge_gesture.publish")
+
+#: Messages handed to paho but not yet acknowledged; the rest wait in the outbox, where the age
+#: limit still applies.
+INFLIGHT_WINDOW = 64
+
+
+@dataclass(frozen=True)
+class Topics:
+    availability: str
+    event: str
+    state: str
+    stats: str
+
+    @classmethod
+    def for_config(cls, cfg: Config) -> Topics:
+        root = cfg.topic_root
+        return cls(f"{root}/availability", f"{root}/event", f"{root}/state", f"{root}/stats")
+
+
+class Publisher:
+    """Publishes gesture events, state and stats; survives broker outages.
+
+    `publish_event`, `publish_state` and `publish_stats` may be called from any one thread (the
+    frame loop) and return at once; `start` and `stop` from the owner.
+    """
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        m = cfg.mqtt
+        self.topics = Topics.for_config(cfg)
+        #: Changes every start, so a subscriber can de-duplicate on (run_id, sequence).
+        self.run_id = secrets.token_hex(4)
+        self._outbox = Outbox(m.outbox_size, m.max_age_s)
+        self._seq = itertools.count(1)
+        self._v5 = m.protocol == "5"
+
+        self._state: tuple[dict, float] = ({}, time.time())
+        self._state_dirty = True
+        self._stats: tuple[dict, float] | None = None
+
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._wake_pending = False
+
+        self._stopping = threading.Event()
+        self._stop_deadline = 0.0
+        self._thread: threading.Thread | None = None
+
+        # Network-thread state.
+        self._connected = False
+        self._unacked: dict[int, Pending] = {}
+        self._offline_mid: int | None = None
+        self._connack_error: tuple[str, str] | None = None
+        self._ever_connected = False
+        self._down_since: float | None = None
+        self._logged_reason: str | None = None
+        self._stale_at_loss = 0
+        self._connected_this_time = False
+        self._rejected_topics: set[str] = set()
+
+        self.sent = 0  # events and actions handed to the broker
+        self.acked = 0  # of those, acknowledged (QoS 1/2)
+        self.rejected = 0  # acknowledged with an error reason (MQTT 5, e.g. ACL)
+        self.connects = 0
+
+    # ------------------------------------------------------------------ frame-loop side
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def publish_event(self, ev: Any) -> int:
+        """Queue one gesture event (a decide.GestureEvent); returns its sequence number."""
+        now = time.monotonic()
+        wall = ev.wall if ev.wall > 0 else time.time()
+        seq = next(self._seq)
+        render = functools.partial(payloads.event_payload, ev, device_id=self.cfg.device_id,
+                                   run_id=self.run_id, sequence=seq, wall=wall)
+        self._outbox.put(Pending("event", now, self.topics.event, self.cfg.mqtt.qos, False, render))
+        self._poke()
+        return seq
+
+    def publish_state(self, state: dict[str, str | None]) -> None:
+        """The active gesture per hand; retained, and re-published on every reconnect."""
+        self._state = (dict(state), time.time())
+        self._state_dirty = True
+        self._poke()
+
+    def publish_stats(self, stats: dict[str, Any]) -> None:
+        """Periodic figures; sent only while connected (old figures are worth nothing)."""
+        self._stats = (dict(stats), time.time())
+        self._poke()
+
+    def counters(self) -> dict[str, int | bool]:
+        return {
+            "connected": self._connected,
+            "outbox": len(self._outbox),
+            "sent": self.sent,
+            "acked": self.acked,
+            "rejected": self.rejected,
+            "dropped_stale": self._outbox.dropped_stale,
+            "dropped_full": self._outbox.dropped_full,
+            "connects": self.connects,
+        }
+
+    def _poke(self) -> None:
+        # One byte per wake-up, not per message: the flag is cleared by the network thread
+        # before it drains, so a message appended after the drain always sends a new byte.
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                self._wake_w.send(b"\0")
+            except (BlockingIOError, OSError):
+                pass
+
+    # ------------------------------------------------------------------ owner side
+
+    def start(self) -> Publisher:
+        if self._thread is not None:
+            raise RuntimeError("Publisher already started")
+        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Send what is still fresh, publish `offline`, disconnect; at most `timeout` seconds."""
+        if self._thread is None:
+            return
+        self._stop_deadline = time.monotonic() + max(0.1, timeout - 0.2)
+        self._stopping.set()
+        self._wake_pending = False
+        self._poke()
+        self._thread.join(timeout)
+        self._thread = None
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __enter__(self) -> Publisher:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ network thread
+
+    def _run(self) -> None:
+        m = self.cfg.mqtt
+        attempt = 0
+        while not self._stopping.is_set():
+            client = make_client(self.cfg, will_topic=self.topics.availability)
+            client.on_connect = self._on_connect
+            client.on_publish = self._on_publish
+            self._connack_error = None
+            try:
+                client.connect(m.host, m.port, keepalive=m.keepalive_s)
+            except Exception as exc:  # noqa: BLE001 - every failure is reported and retried
+                self._connect_failed(*describe_exception(exc, self.cfg))
+            else:
+                self._serve(client)
+                if self._connected_this_time:
+                    attempt = 0
+            if self._stopping.is_set():
+                break
+            ceiling = min(m.reconnect_max_s, m.reconnect_min_s * 2 ** attempt)
+            attempt += 1
+            # Full jitter keeps a fleet of devices from reconnecting in lock step.
+            delay = random.uniform(ceiling / 2, ceiling)
+            self._stopping.wait(delay)
+            self._outbox.expire(time.monotonic())
+
+    def _serve(self, client: mqtt.Client) -> None:
+        """Run one connection until it is lost, refused, or closed by stop()."""
+        self._connected_this_time = False
+        connack_deadline = time.monotonic() + max(5.0, client.connect_timeout)
+        closing = False
+        while True:
+            if self._stopping.is_set() and not closing:
+                if not self._connected:
+                    break
+                closing = True
+                self._pump(client)
+                info = client.publish(self.topics.availability, "offline", qos=1, retain=True)
+                self._offline_mid = info.mid
+            if closing and ((self._offline_mid is None and not self._unacked)
+                            or time.monotonic() > self._stop_deadline):
+                client.disconnect()
+                break
+            if not self._connected and self._connack_error is None \
+                    and time.monotonic() > connack_deadline:
+                self._connack_error = ("no_connack", (
+                    f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port} accepted the connection but did "
+                    "not answer the MQTT CONNECT; is mqtt.port an MQTT listener (TLS?)"))
+                break
+            sock = client.socket()
+            if sock is None:
+                break
+            timeout = 0.0 if getattr(sock, "pending", lambda: 0)() else 0.5
+            wlist = [sock] if client.want_write() else []
+            try:
+                readable, _, _ = select.select([sock, self._wake_r], wlist, [], timeout)
+            except (OSError, ValueError):
+                break
+            if self._wake_r in readable:
+                self._wake_pending = False
+                try:
+                    self._wake_r.recv(4096)
+                except (BlockingIOError, OSError):
+                    pass
+            if sock in readable or timeout == 0.0:
+                if client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+                    break
+            if self._connected and not closing:
+                self._pump(client)
+            if client.want_write() and client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
+                break
+            if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
+                break
+        self._connection_ended(client)
+
+    def _pump(self, client: mqtt.Client) -> None:
+        """Hand paho what is due: state, stats, and events up to the in-flight window."""
+        if self._state_dirty:
+            self._state_dirty = False
+            state, wall = self._state
+            client.publish(self.topics.state,
+                           payloads.state_payload(state, device_id=self.cfg.device_id, wall=wall),
+                           qos=1, retain=True)
+        if self._stats is not None:
+            stats, wall = self._stats
+            self._stats = None
+            client.publish(self.topics.stats, payloads.stats_payload(
+                stats, self.counters(), device_id=self.cfg.device_id, wall=wall), qos=0)
+        room = INFLIGHT_WINDOW - len(self._unacked)
+        if room <= 0 or not len(self._outbox):
+            return
+        now = time.monotonic()
+        for p in self._outbox.take(now, room):
+            if p.payload is None:
+                p.payload = p.render()
+            props = None
+            if self._v5:
+                props = Properties(PacketTypes.PUBLISH)
+                # Whole seconds only; rounding up never lets the broker keep it much past max age.
+                left = self.cfg.mqtt.max_age_s - (now - p.created)
+                props.MessageExpiryInterval = max(1, math.ceil(left))
+            info = client.publish(p.topic, p.payload, qos=p.qos, retain=p.retain,
+                                  properties=props)
+            self.sent += 1
+            if p.qos > 0:
+                self._unacked[info.mid] = p
+
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        if reason.is_failure:
+            self._connack_error = describe_connack(reason, self.cfg)
+            return
+        self.connects += 1
+        self._connected = True
+        self._connected_this_time = True
+        client.publish(self.topics.availability, "online", qos=1, retain=True)
+        self._state_dirty = True
+        stale = self._outbox.dropped_stale - self._stale_at_loss
+        if not self._ever_connected:
+            log.info("mqtt connected", broker=f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
+                     protocol=self.cfg.mqtt.protocol)
+        else:
+            log.info("mqtt broker back", down_s=round(time.monotonic() - self._down_since, 1),
+                     waiting=len(self._outbox), dropped_stale=stale)
+        self._ever_connected = True
+        self._down_since = None
+        self._logged_reason = None
+
+    def _on_publish(self, client, userdata, mid, reason, properties) -> None:
+        if mid == self._offline_mid:
+            self._offline_mid = None
+            return
+        p = self._unacked.pop(mid, None)
+        if p is None:
+            return
+        self.acked += 1
+        if reason.is_failure:
+            self.rejected += 1
+            if p.topic not in self._rejected_topics:
+                self._rejected_topics.add(p.topic)
+                log.warning("mqtt broker refused a message", topic=p.topic,
+                            reason=reason.getName(),
+                            hint="check the broker's access rules for mqtt.username")
+
+    def _connection_ended(self, client: mqtt.Client) -> None:
+        was_connected = self._connected
+        self._connected = False
+        client.on_connect = client.on_publish = None
+        try:
+            client.socket() and client.socket().close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+        # Unacknowledged events go back to the front of the outbox; the age limit decides at the
+        # next connection whether they are still worth sending.
+        if self._unacked:
+            self._outbox.requeue(list(self._unacked.values()))
+            self._unacked.clear()
+        self._offline_mid = None
+        if self._stopping.is_set():
+            return
+        if was_connected:
+            self._down_since = time.monotonic()
+            self._stale_at_loss = self._outbox.dropped_stale
+            self._logged_reason = "lost"
+            log.warning("mqtt broker lost", broker=f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
+                        action="keeps running; events wait up to mqtt.max_age_s")
+        elif self._connack_error is not None:
+            self._connect_failed(*self._connack_error)
+
+    def _connect_failed(self, category: str, message: str) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._stale_at_loss = self._outbox.dropped_stale
+        # Once per outage for "broker not there"; again whenever the cause changes to something
+        # the user has to fix (credentials, certificates, names).
+        quiet = self._logged_reason is not None and (
+            category in TRANSIENT or category == self._logged_reason)
+        if quiet:
+            log.debug("mqtt connect failed", reason=message)
+            return
+        self._logged_reason = category
+        log.warning("mqtt connect failed", reason=message, retrying=True)
