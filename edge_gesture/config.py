@@ -335,6 +335,109 @@ class ServiceConfig(Section):
         return Path(self.cache_dir or _env_dir("CACHE_DIRECTORY") or Path.home() / ".cache/edge-gesture")
 
 
+_ONE_DEVICE = r"[A-Z]+(?:\.\d+)?"
+_DEVICE = re.compile(
+    rf"^(?:{_ONE_DEVICE}|(?:AUTO|HETERO|MULTI)(?::{_ONE_DEVICE}(?:,{_ONE_DEVICE})*)?)$"
+)
+
+
+class VlmConfig(Section):
+    enabled: bool = Field(
+        False,
+        description="Run SmolVLM on hand crops (needs a bundle from edge-gesture-export).",
+    )
+    bundle: str = Field(
+        "",
+        description="The model bundle folder (with edge-gesture-model.json); a relative path is "
+        "taken from the daemon's working directory.",
+    )
+    device: str = Field(
+        "CPU",
+        description="OpenVINO device for both parts: CPU, GPU, GPU.1, NPU, AUTO, "
+        "AUTO:NPU,GPU,CPU or HETERO:GPU,CPU.",
+    )
+    vision_device: str = Field(
+        "", description="Device for the vision encoder; empty: `device` (an iGPU is a good choice)."
+    )
+    language_device: str = Field(
+        "", description="Device for the language model; empty: `device`."
+    )
+    fallback_device: str = Field(
+        "",
+        description="Used (with a warning) when a configured device is not present; empty: "
+        "an absent device is an error that lists the devices present.",
+    )
+    num_threads: Annotated[int, Field(ge=0, le=256)] = Field(
+        0, description="CPU inference threads; 0 lets the runtime choose (all cores)."
+    )
+    precision: Literal["auto", "f32", "bf16", "f16"] = Field(
+        "auto",
+        description="CPU inference precision; auto lets OpenVINO choose (bf16 on CPUs with AMX).",
+    )
+    onnx_provider: Literal["auto", "cpu", "openvino"] = Field(
+        "auto",
+        description="ONNX bundles: ONNX Runtime's execution provider; auto takes OpenVINO's "
+        "when onnxruntime-openvino is installed, else the CPU's.",
+    )
+    verify_checksums: bool = Field(
+        True, description="Check every bundle file's sha256 at start-up (about 0.3 s per 250 MB)."
+    )
+    max_rate_hz: Annotated[float, Field(gt=0, le=30)] = Field(
+        2.0, description="Most VLM decisions per second (one runs at a time whatever this says)."
+    )
+    crop_margin: Annotated[float, Field(ge=0, le=2)] = Field(
+        0.25, description="Space around the hand box in the crop, as a share of the box's longer side."
+    )
+    still_threshold: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.015,
+        description="A hand whose landmarks moved less than this (mean, in image widths) since "
+        "the last decision is unchanged: no new decision, the last answer stays valid.",
+    )
+    fusion: Literal["assist", "confirm"] = Field(
+        "assist",
+        description="How VLM answers combine with landmark labels. assist: landmark gestures fire "
+        "on landmarks, the VLM's agreement raises confidence; confirm: a landmark gesture fires "
+        "only when the VLM agrees. Either way, gestures only the VLM knows ([[gestures.custom]]) "
+        "fire on the VLM alone, and with the VLM down landmarks fire alone.",
+    )
+    min_probability: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.5, description="A VLM answer below this probability counts as no answer."
+    )
+    max_age_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        1.5, description="A VLM answer older than this (for a hand that moved) is ignored."
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        3.0,
+        description="A decision slower than this is dropped and the VLM counts as too slow "
+        "(landmarks only) until one is fast again.",
+    )
+    backoff_initial_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        5.0, description="First wait before reloading the VLM after a failure."
+    )
+    backoff_max_s: Annotated[float, Field(gt=0, le=86400)] = Field(
+        300.0, description="Ceiling of the doubling reload wait."
+    )
+
+    @field_validator("device", "vision_device", "language_device", "fallback_device")
+    @classmethod
+    def _device_ok(cls, v: str) -> str:
+        v = v.strip().upper()
+        if v and not _DEVICE.match(v):
+            raise ValueError(
+                "not an OpenVINO device name (e.g. CPU, GPU, GPU.1, NPU, AUTO, AUTO:GPU,CPU, "
+                "HETERO:GPU,CPU)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _bundle_when_enabled(self) -> VlmConfig:
+        if self.enabled and not self.bundle:
+            raise ValueError("bundle: required when enabled is true")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be at least backoff_initial_s")
+        return self
+
+
 class Config(Section):
     device_id: str = Field(
         "edge-gesture",
@@ -360,6 +463,9 @@ class Config(Section):
     )
     service: ServiceConfig = Field(
         default_factory=ServiceConfig, description="Folders used when running as a service."
+    )
+    vlm: VlmConfig = Field(
+        default_factory=VlmConfig, description="SmolVLM on hand crops (optional second opinion)."
     )
 
     @field_validator("device_id")
