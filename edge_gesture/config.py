@@ -12,7 +12,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 #: Gestures the landmark classifier knows. Others can be added in words for the VLM.
 LANDMARK_GESTURES = (
@@ -185,6 +193,88 @@ class DecideConfig(Section):
         return self
 
 
+def _topic_filter_free(v: str) -> str:
+    """A topic we publish to: no wildcards, no empty first or last level."""
+    if any(c in v for c in _TOPIC_FORBIDDEN):
+        raise ValueError("may not contain the MQTT wildcards '+' or '#'")
+    if v.startswith("/") or v.endswith("/"):
+        raise ValueError("may not start or end with '/'")
+    return v
+
+
+class MqttTlsConfig(Section):
+    enabled: bool = Field(
+        False, description="Connect with TLS (brokers usually listen for it on port 8883)."
+    )
+    ca_file: str = Field(
+        "",
+        description="PEM file of the CA(s) that signed the broker's certificate; empty: the "
+        "system's trusted CAs.",
+    )
+    cert_file: str = Field(
+        "", description="Client certificate (PEM), for brokers that require one; needs key_file."
+    )
+    key_file: str = Field(
+        "",
+        description="Private key (PEM) of cert_file. A bare file name is looked up in "
+        "$CREDENTIALS_DIRECTORY (systemd LoadCredential=).",
+    )
+    insecure_skip_verify: bool = Field(
+        False,
+        description="Accept any broker certificate and host name. For testing only: anyone on "
+        "the network could then pose as the broker. Logged as a warning at every start.",
+    )
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTlsConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        return self
+
+
+class MqttDiscoveryConfig(Section):
+    enabled: bool = Field(
+        True, description="Announce the device to Home Assistant (MQTT device discovery)."
+    )
+    prefix: str = Field(
+        "homeassistant",
+        description="Home Assistant's discovery prefix; the announcement goes to "
+        "`<prefix>/device/<device_id>/config`.",
+        min_length=1,
+    )
+    status_topic: str = Field(
+        "homeassistant/status",
+        description="Where Home Assistant says `online` when it starts; the device re-announces "
+        "itself then.",
+        min_length=1,
+    )
+    device_name: str = Field(
+        "", description="Device name shown in Home Assistant; empty: the device_id."
+    )
+
+    @field_validator("prefix", "status_topic")
+    @classmethod
+    def _no_wildcards(cls, v: str) -> str:
+        return _topic_filter_free(v)
+
+
+class MqttAction(Section):
+    gesture: str = Field(description="Gesture that triggers the action (one of gestures.enabled).")
+    hand: Literal["any", "left", "right"] = Field(
+        "any", description="Only when made with this hand (the person's own left or right)."
+    )
+    topic: str = Field(description="Topic to publish to, e.g. `home/livingroom/light/set`.",
+                       min_length=1)
+    payload: str = Field(description="Payload to publish, e.g. `ON`.")
+    qos: Literal[0, 1, 2] = Field(1, description="QoS of the action message.")
+    retain: bool = Field(False, description="Publish the action retained.")
+
+    @field_validator("topic")
+    @classmethod
+    def _no_wildcards(cls, v: str) -> str:
+        return _topic_filter_free(v)
+
+
 class MqttConfig(Section):
     host: str = Field("localhost", description="Broker host name or address.", min_length=1)
     port: Annotated[int, Field(ge=1, le=65535)] = Field(1883, description="Broker port.")
@@ -224,15 +314,43 @@ class MqttConfig(Section):
     reconnect_max_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         30.0, description="Ceiling of the reconnect wait."
     )
+    username: str = Field("", description="User name; empty: connect without one.")
+    password: SecretStr | None = Field(
+        None,
+        description="Password. Better kept out of this file: see password_file and password_env.",
+    )
+    password_file: str = Field(
+        "",
+        description="File holding the password (first line). A bare file name is looked up in "
+        "$CREDENTIALS_DIRECTORY (systemd LoadCredential=).",
+    )
+    password_env: str = Field(
+        "EDGE_GESTURE_MQTT_PASSWORD",
+        description="Environment variable holding the password, used when neither password "
+        "nor password_file is set.",
+    )
+    tls: MqttTlsConfig = Field(default_factory=MqttTlsConfig, description="Encrypted connection.")
+    discovery: MqttDiscoveryConfig = Field(
+        default_factory=MqttDiscoveryConfig, description="Home Assistant MQTT discovery."
+    )
+    actions: list[MqttAction] = Field(
+        default_factory=list,
+        description="Messages published alongside an event, for setups without a hub: a gesture "
+        "(and hand) mapped to a topic and payload.",
+    )
 
     @field_validator("base_topic")
     @classmethod
     def _topic_ok(cls, v: str) -> str:
-        if any(c in v for c in _TOPIC_FORBIDDEN):
-            raise ValueError("may not contain the MQTT wildcards '+' or '#'")
-        if v.startswith("/") or v.endswith("/"):
-            raise ValueError("may not start or end with '/'")
-        return v
+        return _topic_filter_free(v)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> MqttConfig:
+        if self.password is not None and self.password_file:
+            raise ValueError("set password or password_file, not both")
+        if (self.password is not None or self.password_file) and not self.username:
+            raise ValueError("a password needs a username")
+        return self
 
     @model_validator(mode="after")
     def _reconnect_order(self) -> MqttConfig:
@@ -478,6 +596,16 @@ class Config(Section):
             raise ValueError("may not start or end with white space")
         return v
 
+    @model_validator(mode="after")
+    def _actions_known(self) -> Config:
+        for i, action in enumerate(self.mqtt.actions):
+            if action.gesture not in self.gestures.enabled:
+                raise ValueError(
+                    f"mqtt.actions.{i}.gesture: {action.gesture!r} is not in gestures.enabled "
+                    f"{self.gestures.enabled}"
+                )
+        return self
+
     @property
     def topic_root(self) -> str:
         return f"{self.mqtt.base_topic}/{self.device_id}"
@@ -496,7 +624,9 @@ def _format_errors(path: Path | str, err: ValidationError) -> str:
             msg = "unknown key"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        if e["type"] not in ("extra_forbidden", "missing") and not isinstance(e.get("input"), dict):
+        secret = any("password" in str(part) for part in e["loc"])
+        if (e["type"] not in ("extra_forbidden", "missing") and not secret
+                and not isinstance(e.get("input"), dict)):
             msg += f" (got {e['input']!r})"
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
