@@ -36,9 +36,14 @@ def cmd_run(args) -> int:
 
     from edge_gesture.daemon import Daemon
 
-    daemon = Daemon(cfg)
+    # A reload while the models load would otherwise kill the process (SIGHUP's default).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    daemon = Daemon(cfg, config_path=find_config_path(getattr(args, "config", None)),
+                    source_override=args.source)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: daemon.request_stop(signal.Signals(signum).name))
+    # SIGHUP (systemctl reload): re-read the config at the next frame-loop turn.
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: daemon.service.request_reload())
     return daemon.run()
 
 
@@ -105,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("path", nargs="?", help="config file to check")
     c.add_argument("--show", action="store_true", help="print the effective settings (secrets masked)")
     c.set_defaults(func=cmd_check_config)
+
+    from edge_gesture import install
+
+    i = sub.add_parser("install-service", help="install the systemd unit, /etc/edge-gesture "
+                       "and the state/cache folders, then print the next commands")
+    install.add_arguments(i)
+    i.set_defaults(func=install.run)
 
     d = sub.add_parser("devices", help="list OpenVINO devices and cameras")
     d.add_argument("--json", action="store_true")

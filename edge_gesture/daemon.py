@@ -67,8 +67,10 @@ class FramePipeline:
 class Daemon:
     """Runs the pipeline until asked to stop or until a file source ends."""
 
-    def __init__(self, cfg: Config, source: str | None = None, publisher=None):
+    def __init__(self, cfg: Config, source: str | None = None, publisher=None,
+                 config_path=None, source_override: str | None = None):
         from edge_gesture.publish import Publisher  # paho is only needed by a running daemon
+        from edge_gesture.service import ServiceHooks
 
         self.cfg = cfg
         self.slot = LatestFrameSlot()
@@ -77,6 +79,8 @@ class Daemon:
         self.publisher = publisher or Publisher(cfg)
         self.stats = PipelineStats()
         self._stop = threading.Event()
+        # systemd notify/watchdog, health and metrics, dataset, SIGHUP: after the models loaded.
+        self.service = ServiceHooks(self, config_path, source_override)
 
     def request_stop(self, reason: str = "signal") -> None:
         if not self._stop.is_set():
@@ -86,6 +90,7 @@ class Daemon:
     def run(self) -> int:
         self.publisher.start()
         self.capture.start()
+        self.service.started()
         next_stats = time.monotonic() + self.cfg.mqtt.stats_interval_s
         first_frame = True
         try:
@@ -100,6 +105,7 @@ class Daemon:
                         log.info("first frame", shape=list(frame.image.shape))
                         first_frame = False
                     self._handle(frame)
+                self.service.tick(processed=frame is not None)
                 if self.cfg.mqtt.stats_interval_s and now >= next_stats:
                     self.publisher.publish_stats(self.stats_snapshot())
                     next_stats = now + self.cfg.mqtt.stats_interval_s
@@ -123,7 +129,9 @@ class Daemon:
         timings = dict(result.timings)
         timings["publish"] = time.perf_counter() - t0
         timings["capture"] = picked - frame.read_at
-        self.stats.record_frame(timings, end_to_end=time.monotonic() - frame.read_at)
+        end_to_end = time.monotonic() - frame.read_at
+        self.stats.record_frame(timings, end_to_end=end_to_end)
+        self.service.frame_done(frame, result, timings, end_to_end)
 
     def stats_snapshot(self) -> dict:
         return self.stats.snapshot(
@@ -134,7 +142,9 @@ class Daemon:
         )
 
     def shutdown(self) -> None:
+        self.service.stopping()
         self.capture.stop()
         self.pipeline.close()
         self.publisher.stop()
         self.capture.join(timeout=2)
+        self.service.close()

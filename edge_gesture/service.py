@@ -1,0 +1,237 @@
+"""What running as a service adds to the frame loop: systemd readiness, status and watchdog,
+the health/metrics endpoint, dataset saving, and SIGHUP config reload.
+
+The daemon owns the pipeline; this object watches it through a handful of calls from the frame
+loop (`started`, `frame_done`, `tick`, `stopping`, `close`), all on the frame-loop thread, so
+nothing here needs a lock. Signal handlers only set flags (`request_reload`).
+
+Watchdog policy: WATCHDOG=1 goes out from the frame loop while frames are processed, and while
+the capture thread is knowingly reopening a lost camera (a reported, recoverable wait that a
+restart would not shorten). A loop stuck in inference, a capture thread stuck inside a driver
+call, or a file source that ended all stop the pings, and systemd restarts the service.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from edge_gesture.config import ConfigError, load_config
+from edge_gesture.health import HealthServer, PipelineView, problems
+from edge_gesture.metrics import Metrics
+from edge_gesture.reload import ReloadPlan, plan_reload
+from edge_gesture.sdnotify import FrameWatchdog, Notifier
+
+if TYPE_CHECKING:
+    from edge_gesture.daemon import Daemon
+
+log = structlog.get_logger("service")
+
+STATUS_EVERY_S = 5.0
+
+
+class ServiceHooks:
+    def __init__(self, daemon: Daemon, config_path: Path | None = None,
+                 source_override: str | None = None, notifier: Notifier | None = None):
+        self.daemon = daemon
+        self.config_path = config_path
+        self.source_override = source_override
+        self.notifier = notifier or Notifier()
+        self.watchdog = FrameWatchdog(self.notifier)
+        self.metrics = Metrics()
+        self.health: HealthServer | None = None
+        self.dataset = None
+        self.started_at = time.monotonic()
+        self.last_frame_at: float | None = None
+        self.ready = False
+        self.events = 0
+        self._reload = threading.Event()
+        self._next_status = 0.0
+        self._last_status = ""
+        self._bind_metrics()
+        self.notifier.status("models loaded; starting capture and MQTT")
+
+    # ------------------------------------------------------------ signal side
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    # ------------------------------------------------------------ frame-loop side
+
+    def started(self) -> None:
+        """Capture and publisher are started: serve health, open the dataset folder."""
+        cfg = self.daemon.cfg
+        if cfg.health.enabled:
+            try:
+                self.health = HealthServer(cfg.health.host, cfg.health.port, self.check,
+                                           self.metrics.exposition).start()
+            except OSError as e:
+                # The daemon's job is gestures; a taken port costs the endpoint, not the service.
+                log.error("health endpoint not started", setting="health.port",
+                          address=f"{cfg.health.host}:{cfg.health.port}", error=e.strerror or str(e))
+        if cfg.dataset.enabled:
+            from edge_gesture.dataset import DatasetWriter, dataset_dir
+
+            folder = dataset_dir(cfg)
+            try:
+                self.dataset = DatasetWriter(cfg.dataset, folder)
+                log.info("saving dataset samples", folder=str(folder))
+            except OSError as e:
+                log.error("dataset saving off", setting="dataset.dir", folder=str(folder),
+                          error=e.strerror or str(e))
+        self._set_status(f"waiting for the first frame from {self.daemon.capture.source}")
+
+    def frame_done(self, frame, result, timings: dict[str, float], end_to_end: float) -> None:
+        self.last_frame_at = time.monotonic()
+        self.metrics.observe_frame(timings, end_to_end)
+        for ev in result.events:
+            self.events += 1
+            self.metrics.count_event(ev.gesture, ev.hand, ev.source)
+        if self.dataset is not None:
+            active = any(self.daemon.pipeline.decider.state().values())
+            self.dataset.offer(frame, result.hands, result.events, active=active)
+
+    def tick(self, processed: bool) -> None:
+        """Once per frame-loop turn, whether or not a frame came."""
+        now = time.monotonic()
+        if processed and not self.ready:
+            self.ready = True
+            self.notifier.ready(self._summary())
+            self._next_status = now + STATUS_EVERY_S
+            log.info("ready", notify=self.notifier.enabled)
+        if processed or self._capture_reopening():
+            self.watchdog.progress()
+        if self._reload.is_set():
+            self._reload.clear()
+            self.reload()
+        if now >= self._next_status:
+            self._next_status = now + STATUS_EVERY_S
+            self._set_status(self._summary())
+
+    def stopping(self, reason: str = "") -> None:
+        self.notifier.stopping(f"stopping{': ' + reason if reason else ''}; publishing offline")
+
+    def close(self) -> None:
+        if self.health is not None:
+            self.health.stop()
+        if self.dataset is not None:
+            self.dataset.close(timeout=1.0)
+        self.notifier.close()
+
+    # ------------------------------------------------------------ health and status
+
+    def view(self) -> PipelineView:
+        d = self.daemon
+        return PipelineView(
+            now=time.monotonic(), last_frame_at=self.last_frame_at, started_at=self.started_at,
+            source_connected=d.capture.connected, source_ended=d.capture.ended,
+            source_error=d.capture.error, publisher_connected=d.publisher.connected,
+            stale_after_s=d.cfg.health.stale_after_s)
+
+    def check(self) -> list[str]:
+        return problems(self.view())
+
+    def _capture_reopening(self) -> bool:
+        c = self.daemon.capture
+        return c.is_alive() and not c.connected and not c.ended and c.error is None
+
+    def _summary(self) -> str:
+        found = self.check()
+        if found:
+            return "; ".join(found)
+        frames = self.daemon.stats.frames_processed
+        return (f"processing {self.daemon.capture.source}; MQTT connected; "
+                f"{frames} frames, {self.events} events")
+
+    def _set_status(self, text: str) -> None:
+        if text != self._last_status:
+            self._last_status = text
+            self.notifier.status(text)
+
+    def _bind_metrics(self) -> None:
+        d = self.daemon
+
+        def outbox() -> int:
+            return d.publisher.counters()["outbox"]
+
+        def dropped() -> int:
+            c = d.publisher.counters()
+            return c["dropped_stale"] + c["dropped_full"]
+
+        def vlm():
+            worker = getattr(d, "vlm", None)
+            counts = getattr(worker, "metric_counts", None)
+            return counts() if counts else None
+
+        # Lambdas over `d`, not bound methods: a reload may replace the publisher.
+        self.metrics.bind(
+            frames_read=lambda: d.capture.frames_read, frames_dropped=lambda: d.slot.dropped,
+            source_connected=lambda: d.capture.connected,
+            mqtt_connected=lambda: d.publisher.connected, mqtt_outbox=outbox,
+            mqtt_dropped=dropped, vlm=vlm)
+
+    # ------------------------------------------------------------ SIGHUP
+
+    def reload(self) -> ReloadPlan | None:
+        """Re-read the config file and apply what can change live; a bad file changes nothing."""
+        if self.config_path is None:
+            log.warning("SIGHUP ignored: the daemon was not started from a config file")
+            return None
+        self.notifier.reloading()
+        self.notifier.status(f"reloading {self.config_path}")
+        running = self.daemon.cfg
+        try:
+            new = load_config(self.config_path)
+            if self.source_override is not None:
+                new = new.model_copy(update={"capture": new.capture.model_copy(
+                    update={"source": running.capture.source})})
+            plan = plan_reload(running, new)
+        except ConfigError as e:
+            log.error("config reload refused; the running settings stay", error=str(e))
+            self.metrics.reloads.labels("refused").inc()
+            self._after_reload(f"reload refused (bad config, see the log); {self._summary()}")
+            return None
+        self._apply(plan)
+        self.metrics.reloads.labels("applied").inc()
+        log.info("config reloaded", applied=list(plan.applied),
+                 needs_restart=list(plan.needs_restart))
+        if plan.needs_restart:
+            log.warning("some changes need a restart: systemctl restart edge-gesture",
+                        fields=list(plan.needs_restart))
+        self._after_reload(self._summary())
+        return plan
+
+    def _after_reload(self, status: str) -> None:
+        # READY=1 ends the reload for systemd; before the first frame it would claim readiness.
+        if self.ready:
+            self.notifier.ready(status)
+        else:
+            self.notifier.status(status)
+        self._last_status = status
+
+    def _apply(self, plan: ReloadPlan) -> None:
+        d, cfg = self.daemon, plan.config
+        if plan.touches("logging"):
+            from edge_gesture.logsetup import configure_logging
+
+            configure_logging(cfg.logging.level, cfg.logging.format)
+        if plan.touches("gestures", "decide"):
+            d.pipeline.reconfigure(cfg)
+        d.cfg = cfg
+        if plan.touches("mqtt", "device_id"):
+            self._replace_publisher(cfg)
+
+    def _replace_publisher(self, cfg) -> None:
+        # The last will and the topics are fixed at connect time, so new topics or a new broker
+        # mean a new connection: the old one says `offline` on its topics, the new one `online`.
+        old = self.daemon.publisher
+        new = type(old)(cfg)
+        old.stop(timeout=2.0)
+        new.start()
+        self.daemon.publisher = new
+        new.publish_state(self.daemon.pipeline.decider.state())
+        log.info("publisher restarted for new MQTT settings", topic_root=cfg.topic_root)
