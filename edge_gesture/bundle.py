@@ -128,6 +128,23 @@ class ImageSpec(_Strict):
     mean: tuple[float, float, float] = Field(description="Per-channel mean subtracted next.")
     std: tuple[float, float, float] = Field(description="Per-channel std divided by last.")
 
+    patch_position_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None,
+        description="Position ids of the (size/patch_size)^2 patches of one whole image, exactly "
+        "as transformers computes them (not simply 0..n-1); feed them to a vision model that has "
+        "a patch_position_ids input (OpenVINO bundles). None when the vision model computes them.",
+    )
+
+    @model_validator(mode="after")
+    def _ids_per_patch(self) -> ImageSpec:
+        n = (self.size // self.patch_size) ** 2
+        if self.patch_position_ids is not None and len(self.patch_position_ids) != n:
+            raise ValueError(
+                f"patch_position_ids has {len(self.patch_position_ids)} ids; "
+                f"({self.size}/{self.patch_size})^2 = {n} patches"
+            )
+        return self
+
     @field_validator("std")
     @classmethod
     def _std_positive(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
