@@ -132,8 +132,9 @@ class Installed:
             "Next:",
             f"  1. set the camera and the MQTT broker in {cfg}, then check it:",
             f"       edge-gesture check-config {cfg}",
-            f"  2. (MQTT password, optional) sudo install -m 600 /dev/stdin "
-            f"{self.shown(CONFIG_DIR / 'mqtt-password')}",
+            "  2. (MQTT password, optional) set username and password_file = \"mqtt_password\" "
+            "in [mqtt], and store the password (first line) with",
+            f"       sudo install -m 600 /dev/stdin {self.shown(CONFIG_DIR / 'mqtt_password')}",
             f"  3. (VLM, optional) copy an exported model bundle into "
             f"{self.shown(STATE_DIR / 'models')}/",
             "  4. sudo systemctl daemon-reload && sudo systemctl enable --now edge-gesture",
@@ -172,7 +173,7 @@ def install(root: Path = Path("/"), *, program: list[str] | None = None,
     else:
         _write(target, config, 0o644, done)
 
-    secret = cfg_dir / "mqtt-password"
+    secret = cfg_dir / "mqtt_password"
     if secret.exists() and secret.stat().st_mode & 0o077:
         done.warnings.append(f"{secret} is readable by others: chmod 600 {secret}")
 

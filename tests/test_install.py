@@ -96,7 +96,7 @@ def test_missing_render_group_is_warned_about(tmp_path):
 
 
 def test_world_readable_password_file_is_warned_about(tmp_path):
-    secret = tmp_path / "etc/edge-gesture/mqtt-password"
+    secret = tmp_path / "etc/edge-gesture/mqtt_password"
     secret.parent.mkdir(parents=True)
     secret.write_text("hunter2\n")
     secret.chmod(0o644)

@@ -71,7 +71,7 @@ def test_unit_has_the_service_contract():
     assert sorted(s["DeviceAllow"]) == ["char-accel rw", "char-drm rw", "char-video4linux rw"]
     assert s["SupplementaryGroups"] == ["video render"]
     assert s.get("PrivateDevices", ["no"]) == ["no"]  # it would hide /dev/video*
-    assert s["LoadCredential"] == ["mqtt-password:/etc/edge-gesture/mqtt-password"]
+    assert s["LoadCredential"] == ["mqtt_password:/etc/edge-gesture/mqtt_password"]
     for key in ("StateDirectory", "CacheDirectory", "ConfigurationDirectory"):
         assert s[key] == ["edge-gesture"]
     # SIGTERM has to finish within TimeoutStopSec; the daemon promises 5 s.
