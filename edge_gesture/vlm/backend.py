@@ -58,10 +58,10 @@ class Backend:
 
     # -- set-up, called by subclasses once their models are loaded --
     def _prepare(self) -> None:
+        """Embed the prompt and the answer tokens, then prefill the prefix."""
         self._prompt_embeds = self._embed(self.prompt.ids)  # [L, H]
-        self._answer_embeds = {
-            int(t): e for t, e in zip(self.answer_tokens, self._embed(self.answer_tokens), strict=True)
-        }
+        answer = self._embed(self.answer_tokens)
+        self._answer_embeds = dict(zip((int(t) for t in self.answer_tokens), answer, strict=True))
         self._prefill_prefix()
 
     def _prefill_prefix(self) -> None:

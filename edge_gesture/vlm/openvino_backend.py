@@ -9,6 +9,8 @@ prefilled once, its state saved and put back before each decision.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -115,26 +117,42 @@ class OpenVinoBackend(Backend):
         )
         self.devices = {"vision": vision_dev, "language": lang_dev}
         models = manifest.models
+        derived = _derived_dir(opts.cache_dir, manifest, prompt, answer_tokens)
         try:
             self._vis = core.compile_model(
                 str(root / models["vision"].file), vision_dev, compile_config(vision_dev, opts)
             )
-            # Embeddings are needed only for the fixed prompt and the answer tokens: computed
-            # once here on the CPU, then the model is dropped.
-            emb = core.compile_model(str(root / models["text_embeddings"].file), "CPU")
-            self._emb_req = emb.create_infer_request()
-            lm = answer_only_language_model(
-                core, core.read_model(str(root / models["language"].file)), self.answer_tokens
-            )
+            lm_path = derived / "language_answers.xml" if derived else None
+            emb_path = derived / "embeddings.npz" if derived else None
+            if lm_path is not None and lm_path.is_file() and emb_path.is_file():
+                # Warm start: the rewritten LM and the fixed embeddings from an earlier run.
+                lm = str(lm_path)
+                with np.load(emb_path) as z:
+                    self._prompt_embeds, answer = z["prompt"], z["answer"]
+            else:
+                lm = answer_only_language_model(
+                    core, core.read_model(str(root / models["language"].file)), self.answer_tokens
+                )
+                # Embeddings are needed only for the fixed prompt and the answer tokens:
+                # computed once here, then the embedding model is dropped.
+                emb = core.compile_model(str(root / models["text_embeddings"].file), "CPU")
+                self._emb_req = emb.create_infer_request()
+                self._prompt_embeds = self._embed(self.prompt.ids)
+                answer = self._embed(self.answer_tokens)
+                del self._emb_req, emb
+                if derived is not None:
+                    derived.mkdir(parents=True, exist_ok=True)
+                    ov.save_model(lm, str(lm_path), compress_to_fp16=False)
+                    np.savez(emb_path, prompt=self._prompt_embeds, answer=answer)
             self._lm = core.compile_model(lm, lang_dev, compile_config(lang_dev, opts))
         except RuntimeError as e:
             raise BackendError(f"OpenVINO could not load {root}: {_first_line(e)}") from None
+        self._answer_embeds = dict(zip((int(t) for t in self.answer_tokens), answer, strict=True))
         self._vis_req = self._vis.create_infer_request()
         self._lm_req = self._lm.create_infer_request()
         self._mask, self._pos = patch_inputs(manifest)
         self._vis_inputs = {i.get_any_name() for i in self._vis.inputs}
-        self._prepare()
-        del self._emb_req, emb
+        self._prefill_prefix()
 
     def _embed(self, ids: np.ndarray) -> np.ndarray:
         out = self._emb_req.infer({0: np.asarray(ids, dtype=np.int64)[None]})
@@ -176,6 +194,34 @@ class OpenVinoBackend(Backend):
             }
         )
         return np.array(out[0][0], dtype=np.float32, copy=True)
+
+
+#: Bump when what _derived_dir holds changes meaning.
+_DERIVED_VERSION = 1
+
+
+def _derived_dir(
+    cache_dir: Path | None, manifest: BundleManifest, prompt: Prompt, answer_tokens: tuple[int, ...]
+) -> Path | None:
+    """Cache folder for what this runtime derives from the bundle for one prompt: the LM with
+    the answer-only output layer, and the prompt's and answer tokens' embeddings. Keyed by the
+    model files' checksums, the prompt and the answer tokens, so any change makes a new one."""
+    if cache_dir is None:
+        return None
+    files = manifest.files
+    key = json.dumps(
+        {
+            "v": _DERIVED_VERSION,
+            "lm": files[manifest.models["language"].file].sha256,
+            "emb": files[manifest.models["text_embeddings"].file].sha256,
+            "lm_bin": files.get(manifest.models["language"].file[:-4] + ".bin", files[
+                manifest.models["language"].file]).sha256,
+            "prompt": prompt.ids.tolist(),
+            "answer": list(answer_tokens),
+        },
+        sort_keys=True,
+    )
+    return Path(cache_dir) / "vlm" / hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
 def _first_line(e: BaseException) -> str:

@@ -1,0 +1,310 @@
+"""The VLM in the daemon: a thread that answers for the newest hand crop, never holding up frames.
+
+The frame loop calls `submit(frame, hands)` on every frame; it costs a few comparisons. The
+worker runs at most one decision at a time, at most `max_rate_hz`, always on the newest frame
+offered (older offers are overwritten, not queued). A hand whose landmarks have not moved since
+its last decision is not asked again; its last answer stays valid and its time moves on.
+
+Failures never reach the frame loop: a bundle or device that will not load, an inference that
+raises, or decisions slower than `timeout_s` make the worker unavailable (the daemon then runs on
+landmarks alone and says so in its stats), logged once per episode, and the runtime is reloaded
+after a doubling backoff.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from edge_gesture.config import LANDMARK_GESTURES, Config
+from edge_gesture.vlm.backend import BackendOptions
+from edge_gesture.vlm.preprocess import hand_crop
+from edge_gesture.vlm.prompt import DEFAULT_DESCRIPTIONS
+
+log = structlog.get_logger("vlm")
+
+
+@dataclass(frozen=True, slots=True)
+class VlmAnswer:
+    hand: str
+    label: str  # an enabled gesture or "none"
+    probability: float
+    t: float  # frame time (monotonic s) up to which the answer is known to hold
+    latency: float  # seconds from crop to label
+
+
+def gesture_descriptions(cfg: Config) -> list[tuple[str, str]]:
+    """(name, description) of every enabled gesture, for the prompt."""
+    custom = {g.name: g.description for g in cfg.gestures.custom}
+    out = []
+    for name in cfg.gestures.enabled:
+        desc = custom.get(name) or DEFAULT_DESCRIPTIONS.get(name)
+        if desc is None:  # config validation makes this unreachable; fail loudly if not
+            raise ValueError(f"gestures.enabled: {name!r} has no description")
+        out.append((name, desc))
+    return out
+
+
+def backend_options(cfg: Config) -> BackendOptions:
+    v = cfg.vlm
+    return BackendOptions(
+        vision_device=v.vision_device or v.device,
+        language_device=v.language_device or v.device,
+        cache_dir=cfg.service.cache_path() / "openvino",
+        num_threads=v.num_threads,
+        fallback_device=v.fallback_device,
+        onnx_provider=v.onnx_provider,
+        precision=v.precision,
+    )
+
+
+def load_runtime(cfg: Config):
+    """Load the configured bundle and warm it up (imports OpenVINO/ONNX Runtime only here)."""
+    from edge_gesture.vlm.runtime import VlmRuntime
+
+    opts = backend_options(cfg)
+    if opts.cache_dir is not None:
+        opts.cache_dir.mkdir(parents=True, exist_ok=True)
+    rt = VlmRuntime(
+        Path(cfg.vlm.bundle), gesture_descriptions(cfg), opts,
+        verify_checksums=cfg.vlm.verify_checksums,
+    )
+    rt.warm_up()
+    return rt
+
+
+def landmark_shift(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean landmark displacement in normalised image units."""
+    return float(np.mean(np.linalg.norm(a[:, :2] - b[:, :2], axis=1)))
+
+
+@dataclass
+class _Job:
+    frame: object  # capture.Frame
+    hand: object  # hands.Hand
+
+
+class VlmWorker:
+    def __init__(self, cfg: Config, *, loader: Callable[[Config], object] = load_runtime,
+                 clock: Callable[[], float] = time.monotonic):
+        self.cfg = cfg
+        self._loader = loader
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._job: _Job | None = None
+        self._answers: dict[str, VlmAnswer] = {}
+        self._decided_landmarks: dict[str, np.ndarray] = {}  # at each hand's last decision
+        self._last_decided_at: dict[str, float] = {}
+        self._runtime = None
+        self._state = "stopped"  # loading, ok, slow, failed, stopped
+        self._error: str | None = None
+        self._busy_since: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self.devices: dict[str, str] = {}
+        self.counts = {"decisions": 0, "skipped_unchanged": 0, "failures": 0, "slow": 0}
+        self.last_latency_s: float | None = None
+        self.load_s: float | None = None
+
+    # ---- frame-loop side ----
+    def start(self, wait_s: float | None = 60.0) -> bool:
+        """Start the thread; wait until the first load (with warm-up) succeeded or failed.
+        Returns whether the VLM is available."""
+        self._state = "loading"
+        self._thread = threading.Thread(target=self._run, name="vlm", daemon=True)
+        self._thread.start()
+        if wait_s:
+            self._ready.wait(wait_s)
+        return self.available
+
+    @property
+    def available(self) -> bool:
+        with self._cond:
+            if self._state != "ok":
+                return False
+            busy = self._busy_since
+            return busy is None or self._clock() - busy <= self.cfg.vlm.timeout_s
+
+    @property
+    def state(self) -> str:
+        if self._state == "ok" and not self.available:
+            return "slow"
+        return self._state
+
+    def submit(self, frame, hands: Sequence) -> None:
+        """Offer the current frame's hands; cheap, never blocks on inference."""
+        if not hands or self._state not in ("ok", "slow"):
+            return
+        still = self.cfg.vlm.still_threshold
+        candidates = []
+        with self._cond:
+            for hand in hands:
+                key = hand.handedness
+                before = self._decided_landmarks.get(key)
+                if before is not None and landmark_shift(before, hand.landmarks) < still:
+                    ans = self._answers.get(key)
+                    if ans is not None and ans.t < frame.t:
+                        # Same hand pose as when the answer was made: it still holds now.
+                        self._answers[key] = _with_t(ans, frame.t)
+                    self.counts["skipped_unchanged"] += 1
+                    continue
+                candidates.append(hand)
+            if not candidates:
+                return
+            # The hand asked least recently goes first, so two hands take turns.
+            hand = min(candidates, key=lambda h: self._last_decided_at.get(h.handedness, -1.0))
+            self._job = _Job(frame, hand)
+            self._cond.notify()
+
+    def latest(self, hand: str) -> VlmAnswer | None:
+        """The newest usable answer for this hand; None when there is none or the VLM is down."""
+        if not self.available:
+            return None
+        with self._cond:
+            return self._answers.get(hand)
+
+    def status(self) -> dict:
+        return {
+            "state": self.state,
+            "error": self._error,
+            "devices": dict(self.devices),
+            "last_latency_s": self.last_latency_s,
+            "load_s": self.load_s,
+            **self.counts,
+        }
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        rt, self._runtime = self._runtime, None
+        if rt is not None:
+            rt.close()
+        self._state = "stopped"
+
+    # ---- worker thread ----
+    def _run(self) -> None:
+        backoff = self.cfg.vlm.backoff_initial_s
+        while not self._stop.is_set():
+            if self._runtime is None:
+                if not self._load():
+                    self._ready.set()
+                    if self._stop.wait(backoff):
+                        return
+                    backoff = min(backoff * 2, self.cfg.vlm.backoff_max_s)
+                    continue
+                backoff = self.cfg.vlm.backoff_initial_s
+                self._ready.set()
+            job = self._next_job()
+            if job is None:
+                continue
+            self._decide(job)
+
+    def _load(self) -> bool:
+        with self._cond:
+            self._state = "loading" if self._state != "failed" else "failed"
+        t0 = time.perf_counter()
+        try:
+            rt = self._loader(self.cfg)
+        except Exception as e:  # any load failure leaves the daemon on landmarks
+            self._fail(f"cannot load the VLM: {e}")
+            return False
+        self.load_s = time.perf_counter() - t0
+        self.devices = dict(getattr(getattr(rt, "backend", None), "devices", {}) or {})
+        recovered = self._state == "failed"
+        with self._cond:
+            self._runtime = rt
+            self._state = "ok"
+            self._error = None
+        if recovered:
+            log.info("vlm recovered", devices=self.devices)
+        else:
+            log.info("vlm ready", load_s=round(self.load_s, 2), devices=self.devices)
+        return True
+
+    def _next_job(self) -> _Job | None:
+        min_gap = 1.0 / self.cfg.vlm.max_rate_hz
+        with self._cond:
+            while self._job is None and not self._stop.is_set():
+                self._cond.wait(0.5)
+            if self._stop.is_set():
+                return None
+        last = getattr(self, "_last_start", None)
+        if last is not None:
+            wait = last + min_gap - self._clock()
+            if wait > 0 and self._stop.wait(wait):
+                return None
+        with self._cond:
+            job, self._job = self._job, None  # the newest offer, taken after the rate wait
+            if job is not None:
+                self._busy_since = self._clock()
+                self._last_start = self._busy_since
+                key = job.hand.handedness
+                self._decided_landmarks[key] = np.array(job.hand.landmarks, copy=True)
+                self._last_decided_at[key] = self._busy_since
+        return job
+
+    def _decide(self, job: _Job) -> None:
+        hand = job.hand
+        try:
+            crop = hand_crop(job.frame.image, hand.bbox, self.cfg.vlm.crop_margin)
+            result, timings = self._runtime.classify(crop)
+        except Exception as e:  # a runtime fault: reload after backoff, landmarks meanwhile
+            with self._cond:
+                self._busy_since = None
+                self._answers.clear()
+                self._decided_landmarks.clear()
+            rt, self._runtime = self._runtime, None
+            try:
+                rt.close()
+            except Exception:  # noqa: BLE001 - the runtime is being discarded anyway
+                pass
+            self._fail(f"VLM inference failed: {e}")
+            self._stop.wait(self.cfg.vlm.backoff_initial_s)
+            return
+        latency = timings.total_s
+        self.last_latency_s = latency
+        with self._cond:
+            self._busy_since = None
+            self.counts["decisions"] += 1
+            if latency > self.cfg.vlm.timeout_s:
+                self.counts["slow"] += 1
+                self._decided_landmarks.pop(hand.handedness, None)
+                if self._state == "ok":
+                    self._state = "slow"
+                    log.warning("vlm too slow: landmarks only until it is fast again",
+                                latency_s=round(latency, 3), timeout_s=self.cfg.vlm.timeout_s)
+                return
+            if self._state == "slow":
+                self._state = "ok"
+                log.info("vlm fast again", latency_s=round(latency, 3))
+            self._answers[hand.handedness] = VlmAnswer(
+                hand.handedness, result.label, result.probability, job.frame.t, latency
+            )
+
+    def _fail(self, message: str) -> None:
+        with self._cond:
+            first = self._state != "failed" or self._error != message
+            self._state = "failed"
+            self._error = message
+            self.counts["failures"] += 1
+        if first:
+            log.error("vlm unavailable: landmarks only; retrying with backoff", error=message)
+
+
+def _with_t(a: VlmAnswer, t: float) -> VlmAnswer:
+    return VlmAnswer(a.hand, a.label, a.probability, t, a.latency)
+
+
+#: Gestures that only the VLM can recognise, from the enabled list.
+def vlm_only_gestures(cfg: Config) -> frozenset[str]:
+    return frozenset(g for g in cfg.gestures.enabled if g not in LANDMARK_GESTURES)
