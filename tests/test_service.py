@@ -73,7 +73,8 @@ class Manager:
 
 
 class RunningDaemon:
-    def __init__(self, tmp_path: Path, config: str, watchdog_usec: int = 1_000_000):
+    def __init__(self, tmp_path: Path, config: str, watchdog_usec: int = 1_000_000,
+                 env: dict[str, str] | None = None):
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.health_port = free_port()
         self.config = tmp_path / "config.toml"
@@ -81,7 +82,7 @@ class RunningDaemon:
         self.manager = Manager(tmp_path / "notify.sock")
         self.log = tmp_path / "daemon.log"
         env = dict(os.environ, NOTIFY_SOCKET=str(self.manager.path),
-                   WATCHDOG_USEC=str(watchdog_usec))
+                   WATCHDOG_USEC=str(watchdog_usec), **(env or {}))
         env.pop("WATCHDOG_PID", None)
         self.started = time.monotonic()
         with open(self.log, "wb") as log:
@@ -190,6 +191,8 @@ def test_ready_only_after_the_first_frame(tmp_path, broker, daemons):
     time.sleep(2)
     assert d.manager.fields("READY") == []
     assert d.proc.poll() is None
+    # Reopening a lost source is a reported wait, not a wedge: the watchdog is still fed.
+    assert d.manager.fields("WATCHDOG")
 
     live = daemons(tmp_path / "b", config(broker.port, "testcard"))
     t_ready, _ = live.manager.wait("READY", 30)
@@ -305,3 +308,51 @@ def test_sighup_applies_a_good_config_and_refuses_a_bad_one(tmp_path, broker, da
         assert len(sub.on("home/gestures/edge-gesture/availability")) > n
     finally:
         sub.close()
+
+
+def test_dataset_samples_are_saved_within_the_quota(tmp_path, broker, daemons):
+    folder = tmp_path / "dataset"
+    d = daemons(tmp_path, config(broker.port, "testcard", extra=f"""
+[dataset]
+enabled = true
+dir = "{folder}"
+quota_mb = 0.3
+no_gesture_sample_rate = 1.0
+"""))
+    d.manager.wait("READY", 30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not list(folder.rglob("*.json"))[5:]:
+        time.sleep(0.2)
+    time.sleep(1.0)  # the test pattern keeps coming: the quota has to hold while it does
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(5) == 0
+    saved = [p for p in folder.rglob("*") if p.is_file()]
+    assert len([p for p in saved if p.suffix == ".jpg"]) >= 5
+    assert {p.parent.name for p in saved} == {"none"}  # the test pattern has no hands
+    assert sum(p.stat().st_size for p in saved) <= 0.3 * 1024 * 1024
+
+
+def test_mqtt_password_reaches_the_daemon_as_the_unit_delivers_it(tmp_path, daemons):
+    """The credential ID in LoadCredential= and the config's password_file name must agree."""
+    from tests.mosquitto import Mosquitto
+
+    unit = (Path(__file__).parent.parent / "systemd/edge-gesture.service").read_text()
+    cred_id = next(line.split("=", 1)[1].split(":", 1)[0] for line in unit.splitlines()
+                   if line.startswith("LoadCredential="))
+    pw = tmp_path / "passwd"
+    pw.touch()
+    subprocess.run(["mosquitto_passwd", "-b", str(pw), "nuc", "s3cret"], check=True)
+    broker = Mosquitto(tmp_path / "broker", allow_anonymous=False,
+                       extra_conf=f"password_file {pw}").start()
+    try:
+        creds = tmp_path / "credentials"
+        creds.mkdir()
+        (creds / cred_id).write_text("s3cret\n")
+        d = daemons(tmp_path / "d", config(broker.port, "testcard").replace(
+            "[mqtt]\n", f'[mqtt]\nusername = "nuc"\npassword_file = "{cred_id}"\n'),
+            env={"CREDENTIALS_DIRECTORY": str(creds)})
+        d.manager.wait("READY", 30)
+        d.wait_health(200, 15)  # connected, so the broker took the password
+        assert "s3cret" not in d.output()
+    finally:
+        broker.stop()
