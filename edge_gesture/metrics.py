@@ -40,7 +40,7 @@ class _Live:
         self.mqtt_connected: Callable[[], bool] | None = None
         self.mqtt_outbox: Callable[[], int] | None = None
         self.mqtt_dropped: Callable[[], int] | None = None
-        self.vlm: Callable[[], Mapping[str, Mapping[str, int] | int] | None] | None = None
+        self.vlm: Callable[[], Mapping[str, object] | None] | None = None
 
     def describe(self) -> list[Metric]:
         return []  # names are dynamic; describing would run the callables at registration
@@ -68,27 +68,33 @@ class _Live:
         yield from self._vlm()
 
     def _vlm(self) -> Iterable[Metric]:
+        # `vlm` returns the VLM worker's status(): state plus running counts; "skipped_<why>"
+        # keys become the reason label, so new skip reasons need no change here.
         if self.vlm is None:
             return
         try:
-            counts = self.vlm()
+            status = self.vlm()
         except Exception:
             return
-        if not counts:
+        if not status:
             return
-        decisions = CounterMetricFamily(
-            f"{_PREFIX}_vlm_decisions", "VLM answers, by the gesture answered.", labels=["gesture"])
-        for gesture, n in sorted((counts.get("decisions") or {}).items()):
-            decisions.add_metric([gesture], n)
+        yield GaugeMetricFamily(f"{_PREFIX}_vlm_available",
+                                "1 while the VLM is loaded and answering in time.",
+                                value=1.0 if status.get("state") == "ok" else 0.0)
+        yield CounterMetricFamily(f"{_PREFIX}_vlm_decisions", "VLM answers made.",
+                                  value=status.get("decisions", 0))
         skips = CounterMetricFamily(
-            f"{_PREFIX}_vlm_skips", "Frames the VLM scheduler passed over, by reason.",
-            labels=["reason"])
-        for reason, n in sorted((counts.get("skips") or {}).items()):
-            skips.add_metric([reason], n)
-        yield decisions
+            f"{_PREFIX}_vlm_skips", "Hands not sent to the VLM, by reason.", labels=["reason"])
+        for key, n in sorted(status.items()):
+            if key.startswith("skipped_"):
+                skips.add_metric([key.removeprefix("skipped_")], n)
         yield skips
-        yield CounterMetricFamily(f"{_PREFIX}_vlm_failures", "VLM runs that raised an error.",
-                                  value=counts.get("failures", 0))
+        yield CounterMetricFamily(f"{_PREFIX}_vlm_failures",
+                                  "VLM loads or runs that raised an error.",
+                                  value=status.get("failures", 0))
+        yield CounterMetricFamily(f"{_PREFIX}_vlm_slow",
+                                  "VLM answers slower than vlm.timeout_s (dropped).",
+                                  value=status.get("slow", 0))
 
 
 class Metrics:
@@ -117,8 +123,9 @@ class Metrics:
 
     def bind(self, **sources: Callable) -> None:
         """Attach scrape-time readers: frames_read, frames_dropped, source_connected,
-        mqtt_connected, mqtt_outbox, mqtt_dropped, vlm (returning {"decisions": {gesture: n},
-        "skips": {reason: n}, "failures": n})."""
+        mqtt_connected, mqtt_outbox, mqtt_dropped, vlm (the VLM worker's status(): "state",
+        "decisions", "failures", "slow", "skipped_<reason>" counts), each returning None when
+        that part is absent."""
         for name, fn in sources.items():
             if not hasattr(self.live, name) or name.startswith("_"):
                 raise TypeError(f"unknown metric source {name!r}")

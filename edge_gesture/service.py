@@ -163,9 +163,8 @@ class ServiceHooks:
             return c["dropped_stale"] + c["dropped_full"]
 
         def vlm():
-            worker = getattr(d, "vlm", None)
-            counts = getattr(worker, "metric_counts", None)
-            return counts() if counts else None
+            worker = getattr(d, "vlm", None)  # absent or None while [vlm] is off
+            return worker.status() if worker is not None else None
 
         # Lambdas over `d`, not bound methods: a reload may replace the publisher.
         self.metrics.bind(

@@ -102,8 +102,8 @@ def test_metrics_parse_and_carry_the_pipeline_figures(served):
     m.bind(frames_read=lambda: read[0], frames_dropped=lambda: dropped[0],
            source_connected=lambda: True, mqtt_connected=lambda: False,
            mqtt_outbox=lambda: 3, mqtt_dropped=lambda: 1,
-           vlm=lambda: {"decisions": {"fist": 4, "crossed_fingers": 1},
-                        "skips": {"no_hand": 50, "busy": 9}, "failures": 2})
+           vlm=lambda: {"state": "ok", "error": None, "decisions": 5, "failures": 2,
+                        "slow": 1, "skipped_unchanged": 50, "skipped_busy": 9})
     for _ in range(5):
         m.observe_frame({"hands": 0.020, "classify": 0.0004, "decide": 0.0001}, 0.031)
     m.count_event("fist", "right", "landmarks")
@@ -129,9 +129,12 @@ def test_metrics_parse_and_carry_the_pipeline_figures(served):
     assert value("edge_gesture_mqtt_events_dropped") == 1
     assert value("edge_gesture_events", gesture="fist", hand="right", source="landmarks") == 2
     assert value("edge_gesture_events", gesture="ok", hand="left", source="both") == 1
-    assert value("edge_gesture_vlm_decisions", gesture="fist") == 4
-    assert value("edge_gesture_vlm_skips", reason="no_hand") == 50
+    assert value("edge_gesture_vlm_available") == 1
+    assert value("edge_gesture_vlm_decisions") == 5
+    assert value("edge_gesture_vlm_skips", reason="unchanged") == 50
+    assert value("edge_gesture_vlm_skips", reason="busy") == 9
     assert value("edge_gesture_vlm_failures") == 2
+    assert value("edge_gesture_vlm_slow") == 1
     hist = {(s.name, s.labels.get("stage"), s.labels.get("le")): s.value
             for s in f["edge_gesture_stage_latency_seconds"].samples}
     assert hist[("edge_gesture_stage_latency_seconds_count", "hands", None)] == 5
