@@ -86,11 +86,43 @@ def _per_class(results: list[ImageResult], labels: list[str]) -> dict[str, dict]
     return out
 
 
+def _judge(pipeline, image: np.ndarray, path: str, truth: str, cfg: Config,
+           hold_frames: int) -> ImageResult:
+    """One photo through the tracker, the daemon's observation and a fresh Decider."""
+    from edge_gesture.decide import Decider
+    from edge_gesture.gestures import UNKNOWN, classify_landmarks
+
+    t0 = time.perf_counter()
+    hands = pipeline.tracker.detect(image)
+    t1 = time.perf_counter()
+    observations = [pipeline.observe(h) for h in hands]
+    t2 = time.perf_counter()
+    # The raw best guess, kept for the report so a miss shows what the classifier saw.
+    guesses = [classify_landmarks(h.landmarks, h.handedness, aspect=h.aspect, min_confidence=0.0)
+               for h in hands]
+    guess = max(guesses, key=lambda g: g.confidence, default=None)
+    decider = Decider(cfg.decide, cfg.gestures.enabled)
+    events = []
+    for i in range(hold_frames):
+        events += decider.update(i / FRAME_RATE, observations)
+    fired = max(events, key=lambda e: e.confidence, default=None)
+    return ImageResult(
+        path=path,
+        truth=truth,
+        predicted=fired.gesture if fired else NONE,
+        classifier=NONE if guess is None else (
+            guess.label if guess.confidence >= cfg.gestures.min_confidence else UNKNOWN),
+        confidence=guess.confidence if guess else 0.0,
+        hands=len(hands),
+        events=[e.gesture for e in events],
+        hands_ms=(t1 - t0) * 1000,
+        classify_ms=(t2 - t1) * 1000,
+    )
+
+
 def evaluate(folder: Path, cfg: Config) -> dict:
     """Run the whole folder; returns the report (see module docstring and `format_report`)."""
     from edge_gesture.daemon import FramePipeline
-    from edge_gesture.decide import Decider
-    from edge_gesture.gestures import UNKNOWN, classify_landmarks
     from edge_gesture.hands import HandTracker
 
     items = find_images(folder)
@@ -106,32 +138,7 @@ def evaluate(folder: Path, cfg: Config) -> dict:
             if image is None:
                 unreadable.append(rel)
                 continue
-            t0 = time.perf_counter()
-            hands = pipeline.tracker.detect(image)
-            t1 = time.perf_counter()
-            observations = [pipeline.observe(h) for h in hands]
-            t2 = time.perf_counter()
-            # The raw best guess, kept for the report so a miss shows what the classifier saw.
-            guesses = [classify_landmarks(h.landmarks, h.handedness, aspect=h.aspect,
-                                          min_confidence=0.0) for h in hands]
-            guess = max(guesses, key=lambda g: g.confidence, default=None)
-            decider = Decider(cfg.decide, cfg.gestures.enabled)
-            events = []
-            for i in range(hold_frames):
-                events += decider.update(i / FRAME_RATE, observations)
-            fired = max(events, key=lambda e: e.confidence) if events else None
-            results.append(ImageResult(
-                path=rel,
-                truth=label,
-                predicted=fired.gesture if fired else NONE,
-                classifier=NONE if guess is None else (
-                    guess.label if guess.confidence >= cfg.gestures.min_confidence else UNKNOWN),
-                confidence=guess.confidence if guess else 0.0,
-                hands=len(hands),
-                events=[e.gesture for e in events],
-                hands_ms=(t1 - t0) * 1000,
-                classify_ms=(t2 - t1) * 1000,
-            ))
+            results.append(_judge(pipeline, image, rel, label, cfg, hold_frames))
     finally:
         pipeline.close()
     elapsed = time.perf_counter() - started
