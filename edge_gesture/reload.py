@@ -59,6 +59,7 @@ class ReloadPlan:
     config: Config  # what to run with now: live fields from the new file, the rest as running
     applied: tuple[str, ...]  # changed and applied now
     needs_restart: tuple[str, ...]  # changed in the file, kept at the running value
+    notes: tuple[str, ...] = ()  # applied, but a part keeps the old value until a restart
 
     def touches(self, *prefixes: str) -> bool:
         """True if an applied change is at or under one of these paths."""
@@ -85,4 +86,9 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
             f"{e}\n  (these settings change together with ones that need a restart: "
             f"{', '.join(needs_restart)}; restart the service to apply them)"
         ) from None
-    return ReloadPlan(effective, applied, needs_restart)
+    notes = ()
+    if effective.vlm.enabled and any(p.startswith("gestures.") for p in applied):
+        # The VLM's prompt and answer vocabulary are built when its model loads.
+        notes = ("events follow the new gesture list now; the VLM keeps asking about the old "
+                 "one until a restart",)
+    return ReloadPlan(effective, applied, needs_restart, notes)

@@ -198,9 +198,9 @@ class ServiceHooks:
         self.metrics.reloads.labels("applied").inc()
         log.info("config reloaded", applied=list(plan.applied),
                  needs_restart=list(plan.needs_restart))
-        if plan.needs_restart:
+        if plan.needs_restart or plan.notes:
             log.warning("some changes need a restart: systemctl restart edge-gesture",
-                        fields=list(plan.needs_restart))
+                        fields=list(plan.needs_restart), notes=list(plan.notes))
         self._after_reload(self._summary())
         return plan
 

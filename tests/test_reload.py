@@ -61,3 +61,14 @@ def test_changed_paths_compares_lists_whole():
     a = parse_config({"gestures": {"enabled": ["fist", "ok"]}})
     b = parse_config({"gestures": {"enabled": ["ok", "fist"]}})
     assert changed_paths(a, b) == ["gestures.enabled"]
+
+
+def test_with_the_vlm_on_a_new_gesture_list_says_the_vlm_keeps_the_old_one(tmp_path):
+    bundle = tmp_path / "bundle"
+    old = parse_config({"vlm": {"enabled": True, "bundle": str(bundle)}})
+    new = parse_config({"vlm": {"enabled": True, "bundle": str(bundle)},
+                        "gestures": {"enabled": ["fist"]}})
+    plan = plan_reload(old, new)
+    assert plan.applied == ("gestures.enabled",)
+    assert plan.notes and "VLM" in plan.notes[0]
+    assert plan_reload(parse_config({}), parse_config({"gestures": {"enabled": ["fist"]}})).notes == ()
