@@ -15,11 +15,12 @@ Invariances:
 - size: every distance is divided by the palm length;
 - left or right hand: every feature is mirror-symmetric, so a wrongly guessed handedness cannot
   change the answer (`handedness` is validated but does not alter the result);
-- in-plane rotation: finger states, pinch and call do not depend on it at all. Three gestures are
-  defined by a direction, measured against the image's up, because that is what the user means:
-  thumbs_up when the thumb points within about 75 degrees of up, thumbs_down within about 75
-  degrees of down (a sideways thumb is neither), pointing_up when the index points within about
-  60 degrees of up (pointing sideways is not pointing up).
+- in-plane rotation: open_palm, fist, victory, ok and call do not depend on it at all (a victory
+  sign held sideways is still one). Three gestures are defined by a direction, measured against
+  the image's up, because that is what the user means: thumbs_up when the thumb points within
+  about 75 degrees of up, thumbs_down within about 75 degrees of down (a sideways thumb is
+  neither), pointing_up when the index points within about 60 degrees of up (pointing sideways
+  is not pointing up).
 
 Landmarks are MediaPipe's normalised image coordinates (x / width, y / height, z on x's scale).
 Those are stretched unless the frame is square, so callers pass the frame's width / height as
