@@ -39,11 +39,13 @@ def patch_inputs(manifest: BundleManifest) -> tuple[np.ndarray, np.ndarray]:
     boundaries, so a row of n patches gets 0, 0, 1, ..., n-2. Reproduced in float32 as torch does.
     """
     side = manifest.image.size // manifest.image.patch_size
+    mask = np.ones((1, side, side), dtype=bool)
+    if manifest.image.patch_position_ids is not None:  # the export wrote down what torch computed
+        return mask, np.asarray(manifest.image.patch_position_ids, dtype=np.int64)[None]
     boundaries = np.arange(1 / side, 1.0, 1 / side, dtype=np.float32)
     frac = np.arange(side, dtype=np.float32) / np.float32(side) * np.float32(1 - 1e-6)
     bucket = np.searchsorted(boundaries, frac.astype(np.float32), side="right")
     pos = (bucket[:, None] * side + bucket[None, :]).reshape(1, -1).astype(np.int64)
-    mask = np.ones((1, side, side), dtype=bool)
     return mask, pos
 
 

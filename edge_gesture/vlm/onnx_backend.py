@@ -69,7 +69,7 @@ class OnnxBackend(Backend):
             path = root / manifest.models[role].file
             try:
                 return ort.InferenceSession(str(path), so, providers=providers(opts, device))
-            except (ort.capi.onnxruntime_pybind11_state.Fail, RuntimeError) as e:
+            except Exception as e:  # ORT raises several unrelated classes for a bad model
                 raise BackendError(f"{path}: ONNX Runtime could not load it: {e}") from None
 
         self._vis = session("vision", opts.vision_device)

@@ -91,18 +91,16 @@ def _pre_resize_shape(h: int, w: int, longest: int) -> tuple[int, int]:
 
 
 @lru_cache(maxsize=128)
-def _axis_matrices(h: int, w: int, spec: ImageSpec) -> tuple[np.ndarray, np.ndarray]:
-    if spec.pre_resize_longest_edge:
-        h1, w1 = _pre_resize_shape(h, w, spec.pre_resize_longest_edge)
-        rows = pil_resize_matrix(h1, spec.size, spec.resample) @ pil_resize_matrix(
-            h, h1, spec.resample
-        )
-        cols = pil_resize_matrix(w1, spec.size, spec.resample) @ pil_resize_matrix(
-            w, w1, spec.resample
-        )
+def _axis_matrices(
+    h: int, w: int, size: int, pre_resize: int | None, resample: str
+) -> tuple[np.ndarray, np.ndarray]:
+    if pre_resize:
+        h1, w1 = _pre_resize_shape(h, w, pre_resize)
+        rows = pil_resize_matrix(h1, size, resample) @ pil_resize_matrix(h, h1, resample)
+        cols = pil_resize_matrix(w1, size, resample) @ pil_resize_matrix(w, w1, resample)
     else:
-        rows = pil_resize_matrix(h, spec.size, spec.resample)
-        cols = pil_resize_matrix(w, spec.size, spec.resample)
+        rows = pil_resize_matrix(h, size, resample)
+        cols = pil_resize_matrix(w, size, resample)
     return rows.astype(np.float32), np.ascontiguousarray(cols.T.astype(np.float32))
 
 
@@ -110,7 +108,9 @@ def pixel_values(rgb: np.ndarray, spec: ImageSpec) -> np.ndarray:
     """uint8 RGB image (H, W, 3) -> float32 pixel_values [1, 3, size, size]."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {rgb.shape} {rgb.dtype}")
-    rows, cols_t = _axis_matrices(rgb.shape[0], rgb.shape[1], spec)
+    rows, cols_t = _axis_matrices(
+        rgb.shape[0], rgb.shape[1], spec.size, spec.pre_resize_longest_edge, spec.resample
+    )
     # C order: numpy hands strided operands to a slow non-BLAS loop.
     planes = np.moveaxis(rgb, 2, 0).astype(np.float32, order="C")  # (3, H, W)
     resized = np.stack([rows @ plane @ cols_t for plane in planes])  # (3, size, size)
