@@ -7,6 +7,9 @@ import pytest
 
 from tests.mosquitto import Mosquitto
 
+# Session fixtures with tiny exported SmolVLM bundles (built once, shared by the VLM tests).
+pytest_plugins = ("tests.vlm_fixtures",)
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EDGE_GESTURE_SHARED", REPO.parent / "shared"))
 
