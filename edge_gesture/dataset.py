@@ -7,10 +7,11 @@ decisions, to be reviewed before training on them):
     DIR/frames/<label>/<stem>.json   event, hands (landmarks, bbox), frame index and time
     DIR/crops/<label>/<stem>-<hand>.jpg   each hand's padded crop (what the VLM would see)
 
-`<label>` is the gesture for events, `none` for sampled frames without a hand and `no_gesture`
-for sampled frames with hands but no event. Writing happens on a thread of its own so a slow
-disk never stalls the frame loop; when it falls behind, samples are dropped and counted. Only
-files named like ours are ever deleted: pointing `dir` at a folder with other files is safe.
+`<label>` is the gesture for events and `none` for sampled frames without one (as in `eval`,
+where `none` means "no event expected"; the sidecar's `hands` tells whether a hand was in
+view). Writing happens on a thread of its own so a slow disk never stalls the frame loop; when
+it falls behind, samples are dropped and counted. Only files named like ours are ever deleted:
+pointing `dir` at a folder with other files is safe.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class DatasetWriter:
         elif active or not self._rng.random() < self.cfg.no_gesture_sample_rate:
             return None
         else:
-            label, reason = ("no_gesture" if hands else "none"), "sample"
+            label, reason = "none", "sample"
         sample = _Sample(label, reason, frame.image, tuple(hands), tuple(events), frame.index,
                          frame.wall)
         try:

@@ -69,14 +69,17 @@ def test_frames_without_events_are_sampled_at_the_configured_rate(tmp_path):
     w.close()
     kept = [x for x in labels if x]
     assert 60 <= len(kept) <= 140  # 10% of 1000, with a seeded generator
-    assert set(kept) == {"none", "no_gesture"}
-    assert len(list((tmp_path / "ds" / "frames").rglob("*.jpg"))) == len(kept)
+    assert set(kept) == {"none"}
+    frames = tmp_path / "ds" / "frames" / "none"
+    assert len(list(frames.glob("*.jpg"))) == len(kept)
+    with_hands = [p for p in frames.glob("*.json") if json.loads(p.read_text())["hands"]]
+    assert 0 < len(with_hands) < len(kept)  # the sidecar tells the two kinds apart
 
 
 def test_held_gesture_frames_are_not_negatives(tmp_path):
     w = writer(tmp_path, no_gesture_sample_rate=1.0)
     assert w.offer(frame(1), [hand()], [], active=True) is None
-    assert w.offer(frame(2), [hand()], []) == "no_gesture"
+    assert w.offer(frame(2), [hand()], []) == "none"
     w.close()
 
 
