@@ -1,0 +1,3 @@
+from edge_gesture_export.cli import main
+
+raise SystemExit(main())
