@@ -14,7 +14,7 @@ mirrored` says which case applies and `Hand.handedness` is always the person's o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -47,6 +47,14 @@ def _bbox(landmarks: np.ndarray, width: int, height: int) -> tuple[int, int, int
     x1 = min(max(math.floor(float(xs.max())) + 1, 0), width)
     y1 = min(max(math.floor(float(ys.max())) + 1, 0), height)
     return x0, y0, x1, y1
+
+
+def _one_of_each(pair: list[Hand]) -> list[Hand]:
+    """MediaPipe sometimes calls both hands left (or right). Hands are tracked by that label,
+    so two hands under one label would mix their gestures: the less sure one takes the other."""
+    keep, other = sorted(pair, key=lambda h: h.score, reverse=True)
+    flipped = "left" if keep.handedness == "right" else "right"
+    return [keep, replace(other, handedness=flipped)]
 
 
 class HandTracker:
@@ -92,6 +100,8 @@ class HandTracker:
                 bbox=_bbox(points, width, height),
                 frame_size=(width, height),
             ))
+        if len(hands) == 2 and hands[0].handedness == hands[1].handedness:
+            hands = _one_of_each(hands)
         return hands
 
     def close(self) -> None:

@@ -121,3 +121,14 @@ def test_a_closed_tracker_says_so():
     with pytest.raises(RuntimeError, match="closed"):
         tracker.detect(np.zeros((48, 64, 3), np.uint8))
     tracker.close()  # twice is harmless
+
+
+def test_two_hands_under_one_label_are_told_apart():
+    from edge_gesture.hands import _one_of_each
+
+    def hand(label, score):
+        return Hand(np.zeros((21, 3), np.float32), label, score, (0, 0, 1, 1), (640, 480))
+
+    pair = _one_of_each([hand("left", 0.7), hand("left", 0.9)])
+    assert sorted(h.handedness for h in pair) == ["left", "right"]
+    assert next(h for h in pair if h.handedness == "left").score == 0.9
