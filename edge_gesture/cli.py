@@ -93,6 +93,33 @@ def cmd_bench_pipeline(args) -> int:
     return bench_main(args)
 
 
+def cmd_bench_mqtt(args) -> int:
+    from edge_gesture.publish.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def cmd_discovery(args) -> int:
+    from edge_gesture.publish import Topics
+    from edge_gesture.publish.discovery import (
+        discovery_payload,
+        discovery_topic,
+        remove_discovery,
+    )
+
+    cfg = _load(args)
+    if not args.remove:
+        print(discovery_topic(cfg))
+        print(json.dumps(discovery_payload(cfg, Topics.for_config(cfg)), indent=2))
+        return 0
+    topic = remove_discovery(cfg)
+    print(f"cleared {topic}: Home Assistant removes the device and its entities")
+    if cfg.mqtt.discovery.enabled:
+        print("note: a running daemon announces it again on its next connection; stop it or set "
+              "mqtt.discovery.enabled = false first", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-gesture", description=__doc__)
     p.add_argument("--version", action="version", version=f"edge-gesture {__version__}")
@@ -138,6 +165,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop each run after this long (0: at the end of the source)")
     bp.add_argument("--config", "-c", default=argparse.SUPPRESS)
     bp.set_defaults(func=cmd_bench_pipeline)
+    bm = bsub.add_parser("mqtt", help="a burst of events while frames are processed: losses, "
+                         "frame-loop stall, decision-to-delivery latency")
+    bm.add_argument("--source", default="testcard", help="frames to process during the burst")
+    bm.add_argument("--events", type=int, default=1000, help="events in the one-second burst")
+    bm.add_argument("--repeats", type=int, default=3, help="bursts; medians reported")
+    bm.add_argument("--baseline", type=float, default=2.0,
+                    help="seconds of frames without publishing before each burst")
+    bm.add_argument("--broker", help="HOST:PORT of a broker to use (default: start a private "
+                    "mosquitto on a free port)")
+    bm.add_argument("--json", action="store_true")
+    bm.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    bm.set_defaults(func=cmd_bench_mqtt)
+
+    dc = sub.add_parser("discovery", help="show the Home Assistant discovery message, or "
+                        "--remove it from the broker")
+    dc.add_argument("--remove", action="store_true",
+                    help="clear the retained announcement: Home Assistant deletes the device")
+    dc.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    dc.set_defaults(func=cmd_discovery)
     return p
 
 

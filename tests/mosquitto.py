@@ -75,3 +75,15 @@ class Mosquitto:
         self.stop()
         time.sleep(down_s)
         self.start()
+
+
+def write_password_file(path: Path, users: dict[str, str]) -> Path:
+    """A mosquitto `password_file` with these user names and passwords (hashed by
+    mosquitto_passwd, which comes with the broker)."""
+    exe = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    path = Path(path)
+    path.write_text("")
+    for user, password in users.items():
+        subprocess.run([exe, "-b", str(path), user, password], check=True,
+                       capture_output=True)
+    return path

@@ -30,6 +30,7 @@ def event_payload(ev: Any, *, device_id: str, run_id: str, sequence: int, wall: 
         "run_id": run_id,
         "sequence": sequence,
         "gesture": ev.gesture,
+        "event_type": ev.gesture,  # what Home Assistant's event entity reads
         "hand": ev.hand,
         "confidence": round(float(ev.confidence), 3),
         "source": ev.source,
@@ -51,7 +52,9 @@ def state_payload(state: dict[str, str | None], *, device_id: str, wall: float) 
 
 def stats_payload(stats: dict[str, Any], mqtt: dict[str, Any], *, device_id: str,
                   wall: float) -> bytes:
-    body = {"schema_version": SCHEMA_VERSION, "device_id": device_id, "timestamp": iso_utc(wall)}
+    body = {"schema_version": SCHEMA_VERSION, "device_id": device_id, "timestamp": iso_utc(wall),
+            # Home Assistant's sensors read these; null shows as "unknown" there.
+            "status": "running", "fps_processed": None, "vlm_latency_ms": None}
     body.update(stats)
     body["mqtt"] = mqtt
     return _dumps(body)

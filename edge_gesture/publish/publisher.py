@@ -31,10 +31,13 @@ from edge_gesture.config import Config
 from edge_gesture.publish import payloads
 from edge_gesture.publish.connection import (
     TRANSIENT,
+    Credentials,
     describe_connack,
     describe_exception,
+    describe_silent_close,
     make_client,
 )
+from edge_gesture.publish.discovery import discovery_message, discovery_topic, is_birth
 from edge_gesture.publish.outbox import Outbox, Pending
 
 log = structlog.get_logger("edge_gesture.publish")
@@ -65,9 +68,15 @@ class Publisher:
     """
 
     def __init__(self, cfg: Config):
+        """Raises errors.StartupError naming the setting when a password file or certificate
+        cannot be used; everything about the broker itself is retried instead."""
         self.cfg = cfg
         m = cfg.mqtt
         self.topics = Topics.for_config(cfg)
+        self._creds = Credentials.resolve(cfg)
+        self._actions: dict[str, list] = {}
+        for action in m.actions:
+            self._actions.setdefault(action.gesture, []).append(action)
         #: Changes every start, so a subscriber can de-duplicate on (run_id, sequence).
         self.run_id = secrets.token_hex(4)
         self._outbox = Outbox(m.outbox_size, m.max_age_s)
@@ -118,6 +127,10 @@ class Publisher:
         render = functools.partial(payloads.event_payload, ev, device_id=self.cfg.device_id,
                                    run_id=self.run_id, sequence=seq, wall=wall)
         self._outbox.put(Pending("event", now, self.topics.event, self.cfg.mqtt.qos, False, render))
+        for action in self._actions.get(ev.gesture, ()):
+            if action.hand in ("any", ev.hand):
+                self._outbox.put(Pending("action", now, action.topic, action.qos, action.retain,
+                                         action.payload.encode))
         self._poke()
         return seq
 
@@ -159,6 +172,11 @@ class Publisher:
     def start(self) -> Publisher:
         if self._thread is not None:
             raise RuntimeError("Publisher already started")
+        if self.cfg.mqtt.tls.enabled and self.cfg.mqtt.tls.insecure_skip_verify:
+            log.warning("MQTT TLS CERTIFICATE CHECKS ARE OFF",
+                        setting="mqtt.tls.insecure_skip_verify = true",
+                        risk="anyone on the network can pose as the broker and read the "
+                             "credentials; use mqtt.tls.ca_file instead")
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
         self._thread.start()
         return self
@@ -188,9 +206,10 @@ class Publisher:
         m = self.cfg.mqtt
         attempt = 0
         while not self._stopping.is_set():
-            client = make_client(self.cfg, will_topic=self.topics.availability)
+            client = make_client(self.cfg, self._creds, will_topic=self.topics.availability)
             client.on_connect = self._on_connect
             client.on_publish = self._on_publish
+            client.on_message = self._on_message
             self._connack_error = None
             try:
                 client.connect(m.host, m.port, keepalive=m.keepalive_s)
@@ -297,8 +316,10 @@ class Publisher:
         self.connects += 1
         self._connected = True
         self._connected_this_time = True
-        client.publish(self.topics.availability, "online", qos=1, retain=True)
-        self._state_dirty = True
+        disc = self.cfg.mqtt.discovery
+        if disc.enabled:
+            client.subscribe(disc.status_topic, qos=1)
+        self._announce(client)
         stale = self._outbox.dropped_stale - self._stale_at_loss
         if not self._ever_connected:
             log.info("mqtt connected", broker=f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
@@ -309,6 +330,21 @@ class Publisher:
         self._ever_connected = True
         self._down_since = None
         self._logged_reason = None
+
+    def _announce(self, client: mqtt.Client) -> None:
+        """Discovery first, so Home Assistant already knows the entities when the retained
+        availability and state arrive."""
+        if self.cfg.mqtt.discovery.enabled:
+            client.publish(discovery_topic(self.cfg), discovery_message(self.cfg, self.topics),
+                           qos=1, retain=True)
+        client.publish(self.topics.availability, "online", qos=1, retain=True)
+        self._state_dirty = True
+
+    def _on_message(self, client, userdata, msg) -> None:
+        disc = self.cfg.mqtt.discovery
+        if disc.enabled and msg.topic == disc.status_topic and is_birth(msg):
+            log.info("home assistant is online; announcing the device again")
+            self._announce(client)
 
     def _on_publish(self, client, userdata, mid, reason, properties) -> None:
         if mid == self._offline_mid:
@@ -348,8 +384,8 @@ class Publisher:
             self._logged_reason = "lost"
             log.warning("mqtt broker lost", broker=f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
                         action="keeps running; events wait up to mqtt.max_age_s")
-        elif self._connack_error is not None:
-            self._connect_failed(*self._connack_error)
+        else:
+            self._connect_failed(*(self._connack_error or describe_silent_close(self.cfg)))
 
     def _connect_failed(self, category: str, message: str) -> None:
         if self._down_since is None:

@@ -1,0 +1,271 @@
+"""`edge-gesture bench mqtt`: a burst of gesture events while the frame loop runs.
+
+Per repeat: the daemon's own frame loop (capture thread, MediaPipe hands, classifier, decide)
+runs on a source; after a quiet spell that gives the baseline frame time, N events are published
+from inside the loop, spread evenly over one second, as a decider would hand them over. A
+subscriber in a separate process (so its network thread does not share our interpreter lock)
+timestamps each event on arrival with the same system-wide monotonic clock. Reported:
+- delivered / lost / duplicated events (none may be lost while the broker is up);
+- the time the frame loop spent inside publish calls per frame (the stall publishing causes),
+  and frame times with and without the burst;
+- decision -> broker delivery latency, p50/p95/max.
+Medians over repeats, because these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import shutil
+import socket
+import statistics
+import subprocess
+import time
+
+import numpy as np
+
+from edge_gesture.config import Config, load_config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_broker() -> tuple[subprocess.Popen, int]:
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = _free_port()
+    proc = subprocess.Popen([exe, "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"mosquitto ({exe}) did not start")
+
+
+def _subscriber(host: str, port: int, topic: str, ready, stop, out) -> None:
+    """Separate process: record (run_id, sequence, arrival time) of every event."""
+    import paho.mqtt.client as mqtt
+
+    got: list[tuple[str, int, float]] = []
+
+    def on_message(c, u, msg):
+        t = time.monotonic()
+        body = json.loads(msg.payload)
+        got.append((body["run_id"], body["sequence"], t))
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.on_message = on_message
+    c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(topic, qos=1)
+    c.on_subscribe = lambda *a: ready.set()
+    c.connect(host, port)
+    c.loop_start()
+    stop.wait()
+    c.loop_stop()
+    c.disconnect()
+    out.send(got)
+
+
+def _pct(values, q):
+    return round(float(np.percentile(values, q)), 2) if len(values) else None
+
+
+def run_once(cfg: Config, pipeline, publisher, source: str, events: int, burst_s: float,
+             baseline_s: float) -> dict:
+    from edge_gesture.capture import CaptureThread, LatestFrameSlot
+    from edge_gesture.decide import GestureEvent
+
+    gestures = list(cfg.gestures.enabled)
+    slot = LatestFrameSlot()
+    capture = CaptureThread(cfg.capture.model_copy(update={"realtime": True, "at_end": "loop"}),
+                            slot, source)
+    capture.start()
+    base_frames, burst_frames, frame_publish, calls = [], [], [], []
+    sent_at: dict[int, float] = {}
+    sent = 0
+    start = time.monotonic()
+    burst_start = start + baseline_s
+    end = burst_start + burst_s + 0.5
+    try:
+        while True:
+            frame = slot.get(timeout=1.0)
+            if frame is None:
+                continue
+            f0 = time.perf_counter()
+            result = pipeline.process(frame)
+            now = time.monotonic()
+            if now >= end:
+                break
+            spent = 0.0
+            if burst_start <= now:
+                due = min(events, int(events * (now - burst_start) / burst_s) + 1)
+                while sent < due:
+                    ev = GestureEvent(gestures[sent % len(gestures)], 0.9, "landmarks",
+                                      ("left", "right")[sent % 2], frame.t, frame.wall)
+                    c0 = time.perf_counter()
+                    t_decided = time.monotonic()
+                    seq = publisher.publish_event(ev)
+                    c1 = time.perf_counter()
+                    sent_at[seq] = t_decided
+                    calls.append(c1 - c0)
+                    spent += c1 - c0
+                    sent += 1
+            for ev in result.events:  # the source's own events, if it shows hands
+                publisher.publish_event(ev)
+            frame_time = time.perf_counter() - f0
+            if now < burst_start:
+                base_frames.append(frame_time)
+            elif sent <= events and now < burst_start + burst_s + 0.1:
+                burst_frames.append(frame_time)
+                frame_publish.append(spent)
+    finally:
+        capture.stop()
+        capture.join(2)
+    return {"sent_at": sent_at, "sent": sent, "calls": calls, "frame_publish": frame_publish,
+            "base_frames": base_frames, "burst_frames": burst_frames}
+
+
+def main(args) -> int:
+    from edge_gesture.daemon import FramePipeline
+    from edge_gesture.publish import Publisher
+
+    cfg = load_config(getattr(args, "config", None)) if getattr(args, "config", None) else Config()
+    broker = None
+    if args.broker:
+        host, _, port_s = args.broker.rpartition(":")
+        host, port = host or "127.0.0.1", int(port_s)
+    else:
+        broker, port = _start_broker()
+        host = "127.0.0.1"
+    cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(update={
+        "host": host, "port": port, "outbox_size": max(cfg.mqtt.outbox_size, 2 * args.events),
+        "stats_interval_s": 0.0})})
+    source = args.source
+    pipeline = FramePipeline(cfg)
+    runs = []
+    ctx = mp.get_context("spawn")
+    try:
+        for _ in range(max(1, args.repeats)):
+            ready, stop = ctx.Event(), ctx.Event()
+            recv, send = ctx.Pipe(duplex=False)
+            sub = ctx.Process(target=_subscriber, daemon=True,
+                              args=(host, port, f"{cfg.topic_root}/event", ready, stop, send))
+            sub.start()
+            if not ready.wait(20):
+                raise RuntimeError("benchmark subscriber did not subscribe")
+            publisher = Publisher(cfg).start()
+            deadline = time.monotonic() + 10
+            while not publisher.connected and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not publisher.connected:
+                raise RuntimeError(f"cannot reach the broker at {host}:{port}")
+            r = run_once(cfg, pipeline, publisher, source, args.events, 1.0, args.baseline)
+            # Everything should be there well within a couple of seconds on a live broker.
+            wait_until = time.monotonic() + 10
+            while publisher.acked < r["sent"] and time.monotonic() < wait_until:
+                time.sleep(0.05)
+            time.sleep(0.3)
+            stop.set()
+            got = recv.recv()
+            sub.join(5)
+            r["counters"] = publisher.counters()
+            publisher.stop()
+            mine = [(seq, t) for run_id, seq, t in got if run_id == publisher.run_id]
+            seqs = [s for s, _ in mine]
+            first: dict[int, float] = {}
+            for s, t in mine:
+                first.setdefault(s, t)
+            lat = [(first[s] - r["sent_at"][s]) * 1000 for s in r["sent_at"] if s in first]
+            r.update(received=len(set(seqs)), duplicates=len(seqs) - len(set(seqs)),
+                     in_order=seqs == sorted(seqs), latency_ms=lat)
+            runs.append(r)
+    finally:
+        pipeline.close()
+        if broker is not None:
+            broker.terminate()
+            broker.wait(5)
+
+    def ms(xs):
+        return [x * 1000 for x in xs]
+
+    per_run = [{
+        "events_sent": r["sent"],
+        "received": r["received"],
+        "lost": r["sent"] - r["received"],
+        "duplicates": r["duplicates"],
+        "in_order": r["in_order"],
+        "dropped_stale": r["counters"]["dropped_stale"],
+        "frames_during_burst": len(r["burst_frames"]),
+        "publish_per_frame_ms": {"p50": _pct(ms(r["frame_publish"]), 50),
+                                 "p95": _pct(ms(r["frame_publish"]), 95),
+                                 "max": _pct(ms(r["frame_publish"]), 100)},
+        "publish_call_us": {"p50": _pct([c * 1e6 for c in r["calls"]], 50),
+                            "max": _pct([c * 1e6 for c in r["calls"]], 100)},
+        "frame_ms_baseline": {"p50": _pct(ms(r["base_frames"]), 50),
+                              "p95": _pct(ms(r["base_frames"]), 95),
+                              "max": _pct(ms(r["base_frames"]), 100)},
+        "frame_ms_burst": {"p50": _pct(ms(r["burst_frames"]), 50),
+                           "p95": _pct(ms(r["burst_frames"]), 95),
+                           "max": _pct(ms(r["burst_frames"]), 100)},
+        "delivery_latency_ms": {"p50": _pct(r["latency_ms"], 50),
+                                "p95": _pct(r["latency_ms"], 95),
+                                "max": _pct(r["latency_ms"], 100)},
+    } for r in runs]
+
+    def med(path):
+        vals = []
+        for r in per_run:
+            v = r
+            for k in path:
+                v = v[k]
+            vals.append(v)
+        return round(statistics.median(vals), 2)
+
+    report = {
+        "source": source,
+        "broker": f"{host}:{port}" + ("" if args.broker else " (private mosquitto)"),
+        "protocol": cfg.mqtt.protocol,
+        "qos": cfg.mqtt.qos,
+        "events_per_burst": args.events,
+        "burst_s": 1.0,
+        "repeats": len(per_run),
+        "lost_total": sum(r["lost"] for r in per_run),
+        "duplicates_total": sum(r["duplicates"] for r in per_run),
+        "all_in_order": all(r["in_order"] for r in per_run),
+        "publish_per_frame_ms_max": med(("publish_per_frame_ms", "max")),
+        "publish_per_frame_ms_p95": med(("publish_per_frame_ms", "p95")),
+        "publish_call_us_p50": med(("publish_call_us", "p50")),
+        "frame_ms_p95_baseline": med(("frame_ms_baseline", "p95")),
+        "frame_ms_p95_burst": med(("frame_ms_burst", "p95")),
+        "delivery_latency_ms_p50": med(("delivery_latency_ms", "p50")),
+        "delivery_latency_ms_p95": med(("delivery_latency_ms", "p95")),
+        "runs": per_run,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0 if report["lost_total"] == 0 else 1
+    print(f"MQTT burst: {args.events} events in 1 s while processing {source} frames; "
+          f"broker {report['broker']}, MQTT {report['protocol']}, QoS {report['qos']}; "
+          f"{report['repeats']} runs, medians")
+    print(f"  delivered: lost {report['lost_total']}, duplicates {report['duplicates_total']}, "
+          f"in order: {report['all_in_order']}")
+    print(f"  frame loop time in publish calls per frame: p95 {report['publish_per_frame_ms_p95']}"
+          f" ms, max {report['publish_per_frame_ms_max']} ms "
+          f"(one call: {report['publish_call_us_p50']} us)")
+    print(f"  frame time p95: {report['frame_ms_p95_baseline']} ms without the burst, "
+          f"{report['frame_ms_p95_burst']} ms during it")
+    print(f"  decision -> delivery latency: p50 {report['delivery_latency_ms_p50']} ms, "
+          f"p95 {report['delivery_latency_ms_p95']} ms")
+    for i, r in enumerate(per_run, 1):
+        print(f"  run {i}: received {r['received']}/{r['events_sent']}, publish/frame max "
+              f"{r['publish_per_frame_ms']['max']} ms, latency p50/p95/max "
+              f"{r['delivery_latency_ms']['p50']}/{r['delivery_latency_ms']['p95']}/"
+              f"{r['delivery_latency_ms']['max']} ms, frames in burst "
+              f"{r['frames_during_burst']}")
+    return 0 if report["lost_total"] == 0 else 1
