@@ -40,12 +40,14 @@ def test_pixels_match_idefics3_processor_on_real_hand_photos(processor, gesture_
             )["pixel_values"][0, 0]
             ours = pixel_values(rgb, SMOLVLM)[0]
             assert ours.shape == ref.shape == (3, 512, 512)
-            # In uint8 levels: the processor rounds to uint8 after each PIL pass, we once.
+            # In uint8 levels: the processor rounds to uint8 after each PIL pass, we once; and
+            # it clips LANCZOS overshoot at its 2048 px intermediate, which we never build, so a
+            # few pixels at saturated edges differ by more.
             levels = np.abs(ours - ref) * 255 / 2
             assert levels.mean() < 0.3, f.name
             assert np.percentile(levels, 99) <= 1.01, f.name
             assert np.percentile(levels, 99.9) <= 2.01, f.name
-            assert levels.max() <= 12, f.name
+            assert levels.max() <= 24, f.name
 
 
 def test_plain_opencv_resize_would_not_match(processor, gesture_data):
