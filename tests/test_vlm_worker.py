@@ -1,0 +1,140 @@
+"""The VLM worker on a real tiny bundle: scheduling, skipping unchanged hands, failure and
+recovery. Inference runs for real; the one injected fault replaces OpenVINO's infer request."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from structlog.testing import capture_logs
+
+from edge_gesture.capture import Frame
+from edge_gesture.config import parse_config
+from edge_gesture.hands import Hand
+from edge_gesture.vlm.worker import VlmWorker
+from tests.vlm_fixtures import GESTURES
+
+pytestmark = pytest.mark.export
+
+
+def config(bundle, tmp_path, **vlm):
+    return parse_config({
+        "gestures": {
+            "enabled": [n for n, _ in GESTURES],
+            "custom": [{"name": "crossed_fingers", "description": GESTURES[-1][1]}],
+        },
+        "service": {"cache_dir": str(tmp_path / "cache")},
+        "vlm": {"enabled": True, "bundle": str(bundle), "max_rate_hz": 20.0,
+                "backoff_initial_s": 0.2, "backoff_max_s": 0.4, **vlm},
+    })
+
+
+def frame(t: float) -> Frame:
+    img = np.random.default_rng(int(t * 100)).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    return Frame(img, int(t * 30), t, time.time(), time.monotonic())
+
+
+def hand(shift: float = 0.0, side: str = "right") -> Hand:
+    lm = np.random.default_rng(7).uniform(0.3, 0.6, (21, 3)).astype(np.float32)
+    lm[:, 0] += shift
+    return Hand(lm, side, 0.9, (100 + int(shift * 320), 70, 180, 170), (320, 240))
+
+
+def wait_for(cond, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def worker(tiny_ov_bundle, tmp_path):
+    w = VlmWorker(config(tiny_ov_bundle, tmp_path))
+    yield w
+    w.stop()
+
+
+def test_answers_for_a_hand_and_skips_it_while_unchanged(worker):
+    assert worker.start() and worker.status()["state"] == "ok"
+    assert worker.latest("right") is None
+    worker.submit(frame(1.0), [hand()])
+    assert wait_for(lambda: worker.latest("right") is not None)
+    a = worker.latest("right")
+    assert a.label in {n for n, _ in GESTURES} | {"none"} and 0 < a.probability <= 1
+    assert a.t == 1.0 and a.latency > 0
+    # Same pose a moment later: no new decision, the answer now holds at the new frame time.
+    worker.submit(frame(1.5), [hand(0.001)])
+    time.sleep(0.3)
+    assert worker.counts["decisions"] == 1 and worker.counts["skipped_unchanged"] == 1
+    assert worker.latest("right").t == 1.5
+    # The hand moves: asked again.
+    worker.submit(frame(2.0), [hand(0.1)])
+    assert wait_for(lambda: worker.counts["decisions"] == 2)
+    assert worker.latest("right").t == 2.0
+    assert worker.latest("left") is None
+
+
+def test_one_in_flight_at_the_rate_limit_on_the_newest_frame(tiny_ov_bundle, tmp_path):
+    w = VlmWorker(config(tiny_ov_bundle, tmp_path, max_rate_hz=4.0))
+    try:
+        assert w.start()
+        t0 = time.monotonic()
+        t = 0.0
+        while time.monotonic() - t0 < 1.6:  # a 50 fps stream of a moving hand
+            t += 0.02
+            w.submit(frame(t), [hand(0.05 * (int(t * 50) % 2))])
+            time.sleep(0.02)
+        last_offered = t
+        assert wait_for(lambda: w.latest("right") is not None)
+        time.sleep(0.3)
+        assert 3 <= w.counts["decisions"] <= 8  # ~4 per second, never one per frame (80)
+        assert last_offered - w.latest("right").t < 0.3  # decided on a recent frame
+    finally:
+        w.stop()
+
+
+def test_an_absent_device_leaves_it_down_logged_once_and_retried(tiny_ov_bundle, tmp_path):
+    w = VlmWorker(config(tiny_ov_bundle, tmp_path, device="NPU"))
+    try:
+        with capture_logs() as logs:
+            assert w.start() is False
+            assert wait_for(lambda: w.counts["failures"] >= 3, timeout=5)
+        st = w.status()
+        assert st["state"] == "failed" and "available: CPU" in st["error"]
+        errors = [e for e in logs if e["log_level"] == "error"]
+        assert len(errors) == 1 and "NPU" in errors[0]["error"]
+        w.submit(frame(1.0), [hand()])
+        assert w.latest("right") is None and not w.available
+    finally:
+        w.stop()
+
+
+class _LostDevice:
+    """Stands in for OpenVINO's InferRequest when the device goes away mid-run."""
+
+    def infer(self, *a, **k):
+        raise RuntimeError("Exception from src/inference/src/cpp/infer_request.cpp:\ndevice lost")
+
+    def reset_state(self):
+        pass
+
+    def query_state(self):
+        return []
+
+
+def test_an_inference_fault_drops_to_landmarks_and_the_vlm_comes_back(worker):
+    assert worker.start()
+    worker._runtime.backend._vis_req = _LostDevice()
+    with capture_logs() as logs:
+        worker.submit(frame(1.0), [hand()])
+        assert wait_for(lambda: worker.counts["failures"] == 1)
+        assert worker.latest("right") is None
+        assert wait_for(lambda: worker.status()["state"] == "ok", timeout=20)
+        worker.submit(frame(2.0), [hand(0.2)])
+        assert wait_for(lambda: worker.latest("right") is not None)
+    events = [(e["log_level"], e["event"]) for e in logs]
+    assert ("error", "vlm unavailable: landmarks only; retrying with backoff") in events
+    assert ("info", "vlm recovered") in events
