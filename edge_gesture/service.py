@@ -53,7 +53,11 @@ class ServiceHooks:
         self._next_status = 0.0
         self._last_status = ""
         self._bind_metrics()
-        self.notifier.status("models loaded; starting capture and MQTT")
+        if getattr(daemon, "vlm", None) is not None:
+            self.notifier.status("hand models loaded; loading the VLM (a first GPU/NPU compile "
+                                 "can take a minute)")
+        else:
+            self.notifier.status("hand models loaded; starting capture and MQTT")
 
     # ------------------------------------------------------------ signal side
 

@@ -198,7 +198,7 @@ def test_ready_only_after_the_first_frame(tmp_path, broker, daemons):
     t_ready, _ = live.manager.wait("READY", 30)
     status = [v for t, v in live.manager.fields("STATUS") if t <= t_ready]
     assert status[-1].startswith("processing testcard")
-    assert status[0] == "models loaded; starting capture and MQTT"
+    assert status[0] == "hand models loaded; starting capture and MQTT"
     # The first frame was logged before READY went out, and frames keep flowing after it.
     log = live.output()
     assert log.index('"first frame"') < log.index('"ready"')
