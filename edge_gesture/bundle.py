@@ -252,7 +252,15 @@ class Verification(_Strict):
     tolerance: float | None = Field(
         description="Allowed max_abs_logit_diff (fp32/fp16 bundles); None when top-1 is the test."
     )
-    top1_agree: bool = Field(description="Whether the arg-max token matched the reference's.")
+    steps: Annotated[int, Field(ge=1)] = Field(
+        1, description="Positions compared: the prompt's last, then greedy decode steps."
+    )
+    top1_agree: bool = Field(description="Whether the arg-max token matched at every step.")
+    top1_ties: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="Steps where the tokens differed but PyTorch itself had them in a near-tie "
+        "(closer than a stated fraction of its logit range), so neither pick is wrong.",
+    )
     passed: bool = Field(description="Whether the bundle passed.")
 
 

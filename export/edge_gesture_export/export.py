@@ -27,6 +27,7 @@ from edge_gesture_export.progress import Progress
 from edge_gesture_export.source import DEFAULT_MODEL, Source, resolve
 
 WEIGHTS = ("int8", "int4", "fp16", "fp32")
+SLOW_TOKENIZER_FILES = ("vocab.json", "merges.txt", "added_tokens.json")
 ONNX_WEIGHTS = ("int8", "fp32")
 
 
@@ -228,6 +229,8 @@ def _run(o, progress, source, static, images, out, tmp) -> Result:
             onnx_export.copy_fp32(work, stage)
         parts = onnx_export.describe(stage, o.weights)
     processor.save_pretrained(stage)  # tokenizer.json, and the processor with splitting off
+    for name in SLOW_TOKENIZER_FILES:  # tokenizer.json holds all of it; no need to ship twice
+        (stage / name).unlink(missing_ok=True)
     if not (stage / "tokenizer.json").is_file():
         raise ExportError("the tokenizer has no tokenizer.json form (a fast tokenizer is needed)")
 

@@ -30,7 +30,9 @@ def convert_fp32(source: Path, work: Path) -> None:
     from optimum.exporters.openvino import main_export
     from optimum.intel import OVConfig
 
-    logging.getLogger("nncf").setLevel(logging.ERROR)
+    # OpenVINO's PyTorch frontend logs an error when its optional input wrapper does not fit,
+    # then carries on with the model as it is: noise for the user.
+    logging.getLogger("openvino.frontend.pytorch.utils").setLevel(logging.CRITICAL)
     main_export(
         str(source),
         output=work,

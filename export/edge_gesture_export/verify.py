@@ -23,6 +23,10 @@ DECODE_STEPS = 3
 #: Allowed max |bundle - PyTorch| over the compared logits, as a fraction of the largest
 #: |PyTorch logit| (at least 1): fp32 differs by accumulation order only, fp16 weights by rounding.
 RELATIVE_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
+#: Quantized bundles: a step where the top-1 tokens differ still passes when PyTorch itself rates
+#: the two within this fraction of its logit range (max - min) of each other: a near-tie that
+#: rounding decides either way. Every other step must pick the same token, and at least one must.
+TIE_FRACTION = 0.01
 
 
 def verification_image(size: int):
@@ -270,44 +274,58 @@ def _run_static(parts, manifest, ref, features, image_rows) -> list[np.ndarray]:
     return out
 
 
-def compare(manifest: BundleManifest, ref: Reference, got: list[np.ndarray]) -> Verification:
-    scale = max(1.0, max(float(np.abs(r).max()) for r in ref.logits))
-    diff = max(float(np.abs(g - r).max()) for g, r in zip(got, ref.logits, strict=True))
-    top1 = all(int(g.argmax()) == int(r.argmax()) for g, r in zip(got, ref.logits, strict=True))
-    quantized = manifest.weights_precision in ("int8", "int4") or any(
+def _is_quantized(manifest: BundleManifest) -> bool:
+    return manifest.weights_precision in ("int8", "int4") or any(
         p.weights_precision in ("int8", "int4") or p.activations_precision == "int8"
         for p in manifest.models.values()
     )
-    if quantized:
-        return Verification(
-            reference="PyTorch fp32",
-            max_abs_logit_diff=diff,
-            tolerance=None,
-            top1_agree=top1,
-            passed=top1,
-        )
+
+
+def step_verdict(ref: np.ndarray, got: np.ndarray) -> str:
+    """'same', 'tie' (different token, PyTorch near-tie between the two) or 'different'."""
+    a, b = int(ref.argmax()), int(got.argmax())
+    if a == b:
+        return "same"
+    return "tie" if ref[a] - ref[b] <= TIE_FRACTION * float(ref.max() - ref.min()) else "different"
+
+
+def compare(manifest: BundleManifest, ref: Reference, got: list[np.ndarray]) -> Verification:
+    pairs = list(zip(ref.logits, got, strict=True))
+    scale = max(1.0, max(float(np.abs(r).max()) for r in ref.logits))
+    diff = max(float(np.abs(g - r).max()) for r, g in pairs)
+    verdicts = [step_verdict(r, g) for r, g in pairs]
+    common = {
+        "reference": "PyTorch fp32",
+        "max_abs_logit_diff": diff,
+        "steps": len(pairs),
+        "top1_agree": all(v == "same" for v in verdicts),
+        "top1_ties": verdicts.count("tie"),
+    }
+    if _is_quantized(manifest):
+        ok = "different" not in verdicts and "same" in verdicts
+        return Verification(tolerance=None, passed=ok, **common)
     tol = RELATIVE_TOLERANCE[manifest.weights_precision] * scale
-    return Verification(
-        reference="PyTorch fp32",
-        max_abs_logit_diff=diff,
-        tolerance=tol,
-        top1_agree=top1,
-        passed=diff <= tol,
-    )
+    return Verification(tolerance=tol, passed=diff <= tol, **common)
 
 
 def report_lines(ref: Reference, got: list[np.ndarray], v: Verification) -> list[str]:
     lines = [
         f"verification: {len(ref.input_ids)}-token prompt + fixed image, {len(ref.logits)} steps, "
         f"against {v.reference}",
-        "  step  torch top-1  bundle top-1  max|dlogit|",
+        "  step  torch top-1  bundle top-1  max|dlogit|  top-1",
     ]
     for i, (g, r) in enumerate(zip(got, ref.logits, strict=True)):
         lines.append(
-            f"  {i:4d}  {int(r.argmax()):11d}  {int(g.argmax()):12d}  {float(np.abs(g - r).max()):11.2e}"
+            f"  {i:4d}  {int(r.argmax()):11d}  {int(g.argmax()):12d}  "
+            f"{float(np.abs(g - r).max()):11.2e}  {step_verdict(r, g)}"
         )
-    rule = (
-        "top-1 token must agree at every step" if v.tolerance is None else f"max|dlogit| <= {v.tolerance:.2e}"
-    )
-    lines.append(f"  {'PASS' if v.passed else 'FAIL'}: {rule} (max|dlogit| = {v.max_abs_logit_diff:.2e})")
+    if v.tolerance is None:
+        rule = (
+            f"same top-1 token at every step (a near-tie within {TIE_FRACTION:.0%} of PyTorch's "
+            "logit range excepted)"
+        )
+    else:
+        rule = f"max|dlogit| <= {v.tolerance:.2e}"
+    verdict = "PASS" if v.passed else "FAIL"
+    lines.append(f"  {verdict}: {rule}; max|dlogit| = {v.max_abs_logit_diff:.2e}")
     return lines
