@@ -21,6 +21,9 @@ from edge_gesture.stats import PipelineStats
 
 log = structlog.get_logger("daemon")
 
+#: Longest wait for the VLM's first load and warm-up before the frame loop starts without it.
+VLM_LOAD_WAIT_S = 120.0
+
 
 @dataclass
 class FrameResult:
@@ -34,10 +37,11 @@ class FrameResult:
 class FramePipeline:
     """One frame through hands, landmark classification and debouncing. No threads, no I/O."""
 
-    def __init__(self, cfg: Config, tracker: HandTracker | None = None):
+    def __init__(self, cfg: Config, tracker: HandTracker | None = None, vlm=None):
         self.cfg = cfg
         self.tracker = tracker or HandTracker(cfg.hands)
         self.decider = Decider(cfg.decide, cfg.gestures.enabled)
+        self.vlm = vlm  # a VlmWorker, or None: landmarks only
 
     def reconfigure(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -48,6 +52,8 @@ class FramePipeline:
         hands = self.tracker.detect(frame.image)
         t1 = time.perf_counter()
         observations = [self.observe(hand) for hand in hands]
+        if self.vlm is not None:
+            observations = self._with_vlm(frame, hands, observations)
         t2 = time.perf_counter()
         events = self.decider.update(frame.t, observations, frame.wall)
         t3 = time.perf_counter()
@@ -59,6 +65,15 @@ class FramePipeline:
         if guess.label == "unknown" or guess.confidence < self.cfg.gestures.min_confidence:
             return Observation(hand.handedness, None, 0.0, "landmarks")
         return Observation(hand.handedness, guess.label, guess.confidence, "landmarks")
+
+    def _with_vlm(self, frame: Frame, hands: list[Hand], observations: list[Observation]
+                  ) -> list[Observation]:
+        from edge_gesture.fuse import fuse
+
+        self.vlm.submit(frame, hands)  # never waits: the worker takes it when it is free
+        up = self.vlm.available
+        return [fuse(obs, self.vlm.latest(obs.hand), frame.t, self.cfg.vlm, vlm_up=up)
+                for obs in observations]
 
     def close(self) -> None:
         self.tracker.close()
@@ -73,9 +88,16 @@ class Daemon:
         from edge_gesture.service import ServiceHooks
 
         self.cfg = cfg
+        self.vlm = None
+        if cfg.vlm.enabled:
+            from edge_gesture.vlm.worker import VlmWorker
+
+            # Loads and warms up on its own thread while MediaPipe and MQTT start.
+            self.vlm = VlmWorker(cfg)
+            self.vlm.start(wait_s=0)
         self.slot = LatestFrameSlot()
         self.capture = CaptureThread(cfg.capture, self.slot, source)
-        self.pipeline = FramePipeline(cfg)
+        self.pipeline = FramePipeline(cfg, vlm=self.vlm)
         self.publisher = publisher or Publisher(cfg)
         self.stats = PipelineStats()
         self._stop = threading.Event()
@@ -88,6 +110,9 @@ class Daemon:
         self._stop.set()
 
     def run(self) -> int:
+        if self.vlm is not None:
+            # Ready means the VLM is warm, or known to be down (then landmarks only, retrying).
+            self.vlm.wait_ready(VLM_LOAD_WAIT_S)
         self.publisher.start()
         self.capture.start()
         self.service.started()
@@ -134,17 +159,21 @@ class Daemon:
         self.service.frame_done(frame, result, timings, end_to_end)
 
     def stats_snapshot(self) -> dict:
+        extra = {"vlm": self.vlm.status()} if self.vlm is not None else {}
         return self.stats.snapshot(
             frames_read=self.capture.frames_read,
             frames_dropped=self.slot.dropped,
             source_connected=self.capture.connected,
             device_id=self.cfg.device_id,
+            **extra,
         )
 
     def shutdown(self) -> None:
         self.service.stopping()
         self.capture.stop()
         self.pipeline.close()
+        if self.vlm is not None:
+            self.vlm.stop()
         self.publisher.stop()
         self.capture.join(timeout=2)
         self.service.close()
