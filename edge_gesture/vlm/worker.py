@@ -124,6 +124,11 @@ class VlmWorker:
             self._ready.wait(wait_s)
         return self.available
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait for the first load to succeed or fail; returns whether the VLM is available."""
+        self._ready.wait(timeout)
+        return self.available
+
     @property
     def available(self) -> bool:
         with self._cond:
