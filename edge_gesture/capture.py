@@ -94,7 +94,8 @@ class SourceKind(StrEnum):
 def source_kind(source: str) -> SourceKind:
     if source == "testcard":
         return SourceKind.TESTCARD
-    if source.isdigit() or source.startswith("/dev/video"):
+    # /dev/video2, or a stable name such as /dev/v4l/by-id/usb-046d_C920-video-index0
+    if source.isdigit() or source.startswith("/dev/"):
         return SourceKind.CAMERA
     if _URL.match(source):
         return SourceKind.STREAM

@@ -59,6 +59,7 @@ def test_slot_keeps_only_the_newest_frame_and_counts_the_rest():
 
 @pytest.mark.parametrize("source,kind", [
     ("testcard", SourceKind.TESTCARD), ("0", SourceKind.CAMERA), ("/dev/video2", SourceKind.CAMERA),
+    ("/dev/v4l/by-id/usb-046d_HD_Pro_Webcam_C920-video-index0", SourceKind.CAMERA),
     ("rtsp://cam.local/stream", SourceKind.STREAM), ("https://x/y.mjpg", SourceKind.STREAM),
     ("clip.mp4", SourceKind.FILE),
 ])
