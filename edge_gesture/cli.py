@@ -99,6 +99,12 @@ def cmd_bench_mqtt(args) -> int:
     return bench_main(args)
 
 
+def cmd_bench_vlm(args) -> int:
+    from edge_gesture.vlm.bench import main as bench_main
+
+    return bench_main(args)
+
+
 def cmd_discovery(args) -> int:
     from edge_gesture.publish import Topics
     from edge_gesture.publish.discovery import (
@@ -177,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--json", action="store_true")
     bm.add_argument("--config", "-c", default=argparse.SUPPRESS)
     bm.set_defaults(func=cmd_bench_mqtt)
+    bv = bsub.add_parser("vlm", help="VLM decision latency crop->label (p50/p95), optionally "
+                         "against optimum-intel's generate, start-up time and RSS")
+    from edge_gesture.vlm.bench import add_arguments as vlm_bench_arguments
+
+    vlm_bench_arguments(bv)
+    bv.set_defaults(func=cmd_bench_vlm)
 
     dc = sub.add_parser("discovery", help="show the Home Assistant discovery message, or "
                         "--remove it from the broker")
