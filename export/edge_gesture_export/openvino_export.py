@@ -10,6 +10,7 @@ KV cache cannot be static), following the contract in edge_gesture.bundle.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,8 @@ def static_language_model(model: Any, static: StaticShapes) -> Any:
         torch.arange(C)[None],
         *[torch.zeros(1, tc.num_key_value_heads, K, head_dim) for _ in past],
     )
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on Python constants: expected here
         ov_model = ov.convert_model(Decoder(model, new_only=True).eval(), example_input=example)
     in_names = ["inputs_embeds", "attention_mask", "position_ids", *past]
     out_names = ["logits", *kv_names(tc.num_hidden_layers, "present")]
