@@ -14,8 +14,6 @@ Needs torch and transformers (the export extra). Used by the export tests and th
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 SMOLVLM_CHAT_TEMPLATE = (
@@ -149,22 +147,9 @@ def build_tiny_smolvlm(dest: Path, *, seed: int = 0) -> Path:
 def build_full_smolvlm(dest: Path, shared: Path, *, seed: int = 0) -> Path:
     """Save the SmolVLM-256M-Instruct architecture with random fp32 weights, plus the real
     processor and tokenizer files from `shared` (../shared/smolvlm-256m-instruct), in dest."""
-    import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText
+    from edge_gesture_export.random_model import build_random_model
 
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    config = AutoConfig.from_pretrained(shared)
-    torch.manual_seed(seed)
-    # .float(): sub-configs carry torch_dtype bfloat16, which from_config partly honours.
-    model = AutoModelForImageTextToText.from_config(config).float().eval()
-    model.save_pretrained(dest)
-    for p in Path(shared).iterdir():
-        if p.is_file() and p.name != "config.json" and p.suffix in (".json", ".txt"):
-            shutil.copy2(p, dest / p.name)
-    # The copied generation_config is the real model's (eos = <end_of_utterance>); keep it.
-    json.loads((dest / "config.json").read_text())  # fail here, not in the export, if unreadable
-    return dest
+    return build_random_model(Path(shared), Path(dest), seed=seed)
 
 
 if __name__ == "__main__":

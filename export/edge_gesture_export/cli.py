@@ -76,7 +76,6 @@ def parser() -> argparse.ArgumentParser:
         help="--report only: build a random-weight model from the config/tokenizer files in DIR "
         "(e.g. ../shared/smolvlm-256m-instruct) and report on it",
     )
-    p.add_argument("--calibration-for-report", type=Path, metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
