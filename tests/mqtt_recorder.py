@@ -57,14 +57,16 @@ class Recorder:
             raise RuntimeError("test recorder could not subscribe")
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
-        if not flags.session_present:
+        if flags.session_present:
+            self._subscribed.set()  # the broker kept our subscriptions
+        else:
             client.subscribe([(t, 1) for t in self.topics])
 
     def _on_message(self, client, userdata, msg) -> None:
         props = {}
         if msg.properties is not None:
             props = {k: v for k, v in vars(msg.properties).items() if not k.startswith("_")
-                     and k not in ("packetType", "names", "types")}
+                     and k not in ("packetType", "names", "types", "properties")}
         with self._lock:
             # The broker's own redelivery to us (dup flag, same bytes) after it lost our PUBACK
             # in a restart is not the publisher's doing; the publisher's resends carry dup=0.
