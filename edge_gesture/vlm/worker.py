@@ -105,6 +105,7 @@ class VlmWorker:
         self._state = "stopped"  # loading, ok, slow, failed, stopped
         self._error: str | None = None
         self._busy_since: float | None = None
+        self._last_start: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -221,7 +222,7 @@ class VlmWorker:
         try:
             rt = self._loader(self.cfg)
         except Exception as e:  # any load failure leaves the daemon on landmarks
-            self._fail(f"cannot load the VLM: {e}")
+            self._fail(f"cannot load the VLM: {_reason(e)}")
             return False
         self.load_s = time.perf_counter() - t0
         self.devices = dict(getattr(getattr(rt, "backend", None), "devices", {}) or {})
@@ -243,7 +244,7 @@ class VlmWorker:
                 self._cond.wait(0.5)
             if self._stop.is_set():
                 return None
-        last = getattr(self, "_last_start", None)
+        last = self._last_start
         if last is not None:
             wait = last + min_gap - self._clock()
             if wait > 0 and self._stop.wait(wait):
@@ -273,7 +274,7 @@ class VlmWorker:
                 rt.close()
             except Exception:  # noqa: BLE001 - the runtime is being discarded anyway
                 pass
-            self._fail(f"VLM inference failed: {e}")
+            self._fail(f"VLM inference failed: {_reason(e)}")
             self._stop.wait(self.cfg.vlm.backoff_initial_s)
             return
         latency = timings.total_s
@@ -304,6 +305,14 @@ class VlmWorker:
             self.counts["failures"] += 1
         if first:
             log.error("vlm unavailable: landmarks only; retrying with backoff", error=message)
+
+
+def _reason(e: BaseException) -> str:
+    # OpenVINO prefixes its messages with source locations over several lines; the reason is last.
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].startswith("Exception from src/"):
+        return lines[-1]
+    return " ".join(lines) or type(e).__name__
 
 
 def _with_t(a: VlmAnswer, t: float) -> VlmAnswer:
