@@ -146,3 +146,20 @@ def test_restart_republishes_retained_and_logs_once_each_way(tmp_path):
     assert names.count("mqtt broker lost") == 1
     assert names.count("mqtt broker back") == 1
     assert "mqtt connect failed" not in names, "a plain outage is reported as lost/back only"
+
+
+def test_stop_sends_what_is_queued_then_offline(broker):
+    rec = Recorder(broker.port, f"{ROOT}/#")
+    pub = Publisher(make_cfg(broker.port)).start()
+    wait_until(lambda: pub.connected, what="connect")
+    seqs = [pub.publish_event(event()) for _ in range(300)]
+    t0 = time.monotonic()
+    pub.stop(timeout=3.0)
+    assert time.monotonic() - t0 < 3.0
+    try:
+        events = rec.wait_count("/event", 300)
+        offline = rec.wait_count("/availability", 2)[-1]
+        assert [m.json()["sequence"] for m in events] == seqs
+        assert offline.payload == b"offline" and offline.at >= events[-1].at
+    finally:
+        rec.close()

@@ -141,9 +141,10 @@ class Publisher:
         self._poke()
 
     def publish_stats(self, stats: dict[str, Any]) -> None:
-        """Periodic figures; sent only while connected (old figures are worth nothing)."""
-        self._stats = (dict(stats), time.time())
-        self._poke()
+        """Periodic figures; dropped while the broker is away (old figures are worth nothing)."""
+        if self._connected:
+            self._stats = (dict(stats), time.time())
+            self._poke()
 
     def counters(self) -> dict[str, int | bool]:
         return {
@@ -232,19 +233,23 @@ class Publisher:
         """Run one connection until it is lost, refused, or closed by stop()."""
         self._connected_this_time = False
         connack_deadline = time.monotonic() + max(5.0, client.connect_timeout)
-        closing = False
+        offline_sent = False
         while True:
-            if self._stopping.is_set() and not closing:
+            if self._stopping.is_set():
                 if not self._connected:
                     break
-                closing = True
+                # Stopping: what is still fresh goes out first, then `offline`, then DISCONNECT
+                # (a clean disconnect does not fire the will, so `offline` is sent by hand).
                 self._pump(client)
-                info = client.publish(self.topics.availability, "offline", qos=1, retain=True)
-                self._offline_mid = info.mid
-            if closing and ((self._offline_mid is None and not self._unacked)
-                            or time.monotonic() > self._stop_deadline):
-                client.disconnect()
-                break
+                overdue = time.monotonic() > self._stop_deadline
+                if not offline_sent and (overdue or not (len(self._outbox) or self._unacked)):
+                    info = client.publish(self.topics.availability, "offline", qos=1,
+                                          retain=True)
+                    self._offline_mid = info.mid
+                    offline_sent = True
+                if offline_sent and (self._offline_mid is None or overdue):
+                    client.disconnect()
+                    break
             if not self._connected and self._connack_error is None \
                     and time.monotonic() > connack_deadline:
                 self._connack_error = ("no_connack", (
@@ -269,7 +274,7 @@ class Publisher:
             if sock in readable or timeout == 0.0:
                 if client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
                     break
-            if self._connected and not closing:
+            if self._connected:
                 self._pump(client)
             if client.want_write() and client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
                 break
