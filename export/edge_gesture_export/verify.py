@@ -219,21 +219,21 @@ def _run_with_past(parts, manifest, ref, features, image_rows) -> list[np.ndarra
         for name in parts.inputs["language"]
         if name.startswith("past_key_values.")
     }
-    n, out = len(ref.input_ids), []
-    ids = [None, *ref.tokens]
-    for step, tok in enumerate(ids):
-        x = emb if step == 0 else _embed(parts, np.array([tok]))
+    x, seen, out = emb, 0, []  # seen: tokens already in the KV cache
+    for tok in [*ref.tokens, None]:
         q = x.shape[1]
         feeds = {
             "inputs_embeds": x,
-            "attention_mask": np.ones((1, n if step == 0 else n + 1), np.int64),
-            "position_ids": np.arange(n - q if step == 0 else n, n if step == 0 else n + 1)[None],
+            "attention_mask": np.ones((1, seen + q), np.int64),
+            "position_ids": np.arange(seen, seen + q, dtype=np.int64)[None],
             **past,
         }
         res = parts("language", feeds)
         out.append(res["logits"][0, -1])
         past = {k.replace("present.", "past_key_values.", 1): v for k, v in res.items() if k != "logits"}
-        n = n if step == 0 else n + 1
+        seen += q
+        if tok is not None:
+            x = _embed(parts, np.array([tok]))
     return out
 
 
