@@ -184,3 +184,23 @@ print(answer.label, heavy)
     label, heavy = r.stdout.strip().split(" ", 1)
     assert label in {n for n, _ in GESTURES} | {"none"}
     assert heavy == "[]"
+
+
+def test_static_npu_profile_bundle_gives_the_same_answers(tiny_ov_bundle, tiny_npu_bundle):
+    """The npu profile (fixed shapes, caller-owned KV buffer, prompt in chunks) on the CPU."""
+    dyn = VlmRuntime(tiny_ov_bundle, GESTURES, F32)
+    static = VlmRuntime(tiny_npu_bundle, GESTURES, F32)
+    assert static.manifest.static_shapes.max_prompt_length < static.prompt.image_start  # chunks
+    for seed in range(2):
+        img = crop(seed)
+        pv = pixel_values(img, dyn.manifest.image)
+        np.testing.assert_allclose(static.backend.prefill(static.backend.vision(pv)),
+                                   dyn.backend.prefill(dyn.backend.vision(pv)), atol=1e-4)
+        a, b = dyn.classify(img)[0], static.classify(img)[0]
+        assert (a.label, a.tokens) == (b.label, b.tokens)
+        assert a.probability == pytest.approx(b.probability, abs=1e-4)
+    # A prompt that does not fit the fixed KV buffer is refused up front, saying what to do.
+    wordy = [(f"gesture_{i}", "a hand held up high with every finger spread wide apart " * 3)
+             for i in range(6)]
+    with pytest.raises(BackendError, match="re-export with --kv-length"):
+        VlmRuntime(tiny_npu_bundle, wordy, F32)

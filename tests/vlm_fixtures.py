@@ -55,3 +55,13 @@ def tiny_onnx_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
     return export_bundle(
         tiny_checkpoint, tmp_path_factory.mktemp("onnx") / "b", "--format", "onnx", "--weights", "fp32"
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_npu_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
+    """Static shapes (the NPU plugin's need), run here on the CPU plugin: prompt chunks of 64,
+    a 400-slot KV buffer."""
+    return export_bundle(
+        tiny_checkpoint, tmp_path_factory.mktemp("npu") / "b", "--weights", "fp32",
+        "--device-profile", "npu", "--max-prompt-length", "64", "--kv-length", "400",
+    )

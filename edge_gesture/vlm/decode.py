@@ -52,6 +52,11 @@ class LabelTrie:
             node.label = label
         #: Every token the trie can ever allow: the only logits decoding needs.
         self.tokens: tuple[int, ...] = tuple(sorted(self._collect(self.root)))
+        #: The most tokens an answer takes (its KV cache need beyond the prompt).
+        self.depth: int = self._depth(self.root)
+
+    def _depth(self, node: _Node) -> int:
+        return max((1 + self._depth(c) for c in node.children.values()), default=0)
 
     def _collect(self, node: _Node) -> set[int]:
         out = set(node.children)

@@ -55,8 +55,8 @@ class OnnxBackend(Backend):
         super().__init__(manifest, prompt, answer_tokens)
         if manifest.device_profile == "npu":
             raise BackendError(
-                f"{root}: an npu-profile (static-shape) bundle is not supported by this runtime "
-                "yet; export with --device-profile cpu or gpu"
+                f"{root}: an ONNX npu-profile bundle is not run by the daemon: for an NPU export "
+                "--format openvino --device-profile npu; for the CPU use --device-profile cpu"
             )
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

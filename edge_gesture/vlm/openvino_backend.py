@@ -72,17 +72,20 @@ def _constant_value(core: ov.Core, output: ov.Output) -> np.ndarray:
 
 
 def answer_only_language_model(
-    core: ov.Core, model: ov.Model, answer_tokens: np.ndarray
+    core: ov.Core, model: ov.Model, answer_tokens: np.ndarray, *, last_only: bool = True
 ) -> ov.Model:
-    """Rewrite the LM to return logits for `answer_tokens` at the last position: [batch, K]."""
+    """Rewrite the LM to return logits for `answer_tokens` only: at the last position
+    ([batch, K]), or with last_only=False at every position ([batch, seq, K]; static models,
+    whose last real token is not the last padded position)."""
     result, matmul = _logits_matmul(model)
     hidden = matmul.input_value(0)  # [batch, seq, hidden], after the final norm
     weight = _constant_value(core, matmul.input_value(1))
     transpose_b = matmul.get_attributes().get("transpose_b", False)
     rows = weight[answer_tokens] if transpose_b else weight[:, answer_tokens].T  # [K, hidden]
-    last = ops.gather(hidden, ops.constant(np.array([-1], dtype=np.int64)), ops.constant(1))
-    last = ops.squeeze(last, ops.constant(np.array([1], dtype=np.int64)))  # [batch, hidden]
-    logits = ops.matmul(last, ops.constant(np.ascontiguousarray(rows)), False, True)
+    if last_only:
+        last = ops.gather(hidden, ops.constant(np.array([-1], dtype=np.int64)), ops.constant(1))
+        hidden = ops.squeeze(last, ops.constant(np.array([1], dtype=np.int64)))  # [batch, hidden]
+    logits = ops.matmul(hidden, ops.constant(np.ascontiguousarray(rows)), False, True)
     result.input(0).replace_source_output(logits.output(0))
     logits.output(0).set_names({"logits"})
     model.validate_nodes_and_infer_types()
@@ -99,12 +102,8 @@ class OpenVinoBackend(Backend):
         opts: BackendOptions,
     ):
         super().__init__(manifest, prompt, answer_tokens)
-        if manifest.device_profile == "npu":
-            raise BackendError(
-                f"{root}: an npu-profile (static-shape) bundle is not supported by this runtime "
-                "yet; export with --device-profile cpu or gpu"
-            )
-        if not manifest.language.stateful:
+        self._static = manifest.static_shapes
+        if self._static is None and not manifest.language.stateful:
             raise BackendError(f"{root}: the OpenVINO language model must be stateful")
         core = ov.Core()
         available = core.available_devices
@@ -131,7 +130,8 @@ class OpenVinoBackend(Backend):
                     self._prompt_embeds, answer = z["prompt"], z["answer"]
             else:
                 lm = answer_only_language_model(
-                    core, core.read_model(str(root / models["language"].file)), self.answer_tokens
+                    core, core.read_model(str(root / models["language"].file)),
+                    self.answer_tokens, last_only=self._static is None,
                 )
                 # Embeddings are needed only for the fixed prompt and the answer tokens:
                 # computed once here, then the embedding model is dropped.
@@ -152,11 +152,24 @@ class OpenVinoBackend(Backend):
         self._lm_req = self._lm.create_infer_request()
         self._mask, self._pos = patch_inputs(manifest)
         self._vis_inputs = {i.get_any_name() for i in self._vis.inputs}
+        if self._static is not None:
+            self._init_static_kv()
         self._prefill_prefix()
 
     def _embed(self, ids: np.ndarray) -> np.ndarray:
-        out = self._emb_req.infer({0: np.asarray(ids, dtype=np.int64)[None]})
-        return np.array(out[0][0], dtype=np.float32, copy=True)
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._static is None:
+            out = self._emb_req.infer({0: ids[None]})
+            return np.array(out[0][0], dtype=np.float32, copy=True)
+        c = self._static.max_prompt_length  # a static embedding model takes C ids at a time
+        parts = []
+        for start in range(0, len(ids), c):
+            chunk = ids[start: start + c]
+            padded = np.zeros((1, c), dtype=np.int64)
+            padded[0, : len(chunk)] = chunk
+            parts.append(np.array(self._emb_req.infer({0: padded})[0][0, : len(chunk)],
+                                  dtype=np.float32))
+        return np.concatenate(parts)
 
     def _vision(self, pixel_values: np.ndarray) -> np.ndarray:
         feed = {"pixel_values": pixel_values}
@@ -173,18 +186,62 @@ class OpenVinoBackend(Backend):
         if len(prefix):
             self._step(prefix)
         self._prefix_len = self.past
-        self._prefix_state = {
-            s.name: np.array(s.state.data, copy=True) for s in self._lm_req.query_state()
-        }
+        if self._static is not None:
+            self._prefix_kv = [buf[:, :, : self.past].copy() for buf in self._kv]
+        else:
+            self._prefix_state = {
+                s.name: np.array(s.state.data, copy=True) for s in self._lm_req.query_state()
+            }
 
     def _reset_to_prefix(self) -> None:
-        self._lm_req.reset_state()
-        if self._prefix_len:
-            for s in self._lm_req.query_state():
-                s.state = ov.Tensor(self._prefix_state[s.name])
+        if self._static is not None:
+            for buf, saved in zip(self._kv, self._prefix_kv, strict=True):
+                buf[:, :, : self._prefix_len] = saved
+        else:
+            self._lm_req.reset_state()
+            if self._prefix_len:
+                for s in self._lm_req.query_state():
+                    s.state = ov.Tensor(self._prefix_state[s.name])
         self.past = self._prefix_len
 
+    # -- static (npu profile): the caller owns a fixed KV buffer, prompts go in chunks of C --
+    def _init_static_kv(self) -> None:
+        lang, k = self.manifest.language, self._static.kv_length
+        names = [i.get_any_name() for i in self._lm.inputs]
+        self._kv_names = [n for n in names if n.startswith("past_key_values.")]
+        if len(self._kv_names) != 2 * lang.num_layers:
+            raise BackendError(
+                f"static language model has {len(self._kv_names)} past_key_values inputs, the "
+                f"manifest says {lang.num_layers} layers"
+            )
+        self._present = [n.replace("past_key_values.", "present.", 1) for n in self._kv_names]
+        shape = (1, lang.num_key_value_heads, k, lang.head_dim)
+        self._kv = [np.zeros(shape, dtype=np.float32) for _ in self._kv_names]
+
+    def _run_static(self, embeds: np.ndarray, past: int, n: int) -> np.ndarray:
+        c, k = self._static.max_prompt_length, self._static.kv_length
+        logits = None
+        for start in range(0, n, c):
+            m = min(c, n - start)
+            at = past + start  # buffer slots in use before this chunk
+            x = np.zeros((1, c, embeds.shape[2]), dtype=np.float32)
+            x[0, :m] = embeds[0, start: start + m]
+            mask = np.zeros((1, k + c), dtype=np.int64)
+            mask[0, :at] = 1
+            mask[0, k: k + m] = 1
+            pos = np.zeros((1, c), dtype=np.int64)
+            pos[0, :m] = np.arange(at, at + m)
+            feed = {"inputs_embeds": x, "attention_mask": mask, "position_ids": pos}
+            feed.update(zip(self._kv_names, self._kv, strict=True))
+            out = self._lm_req.infer(feed)
+            for buf, name in zip(self._kv, self._present, strict=True):
+                buf[:, :, at: at + m] = out[name][:, :, :m]
+            logits = out["logits"][0, m - 1]
+        return np.array(logits, dtype=np.float32, copy=True)
+
     def _run_language(self, embeds: np.ndarray, past: int, n: int) -> np.ndarray:
+        if self._static is not None:
+            return self._run_static(embeds, past, n)
         out = self._lm_req.infer(
             {
                 "inputs_embeds": embeds,

@@ -55,6 +55,15 @@ class VlmRuntime:
             label_token_ids(self.tokenizer, self.prompt.labels),
             end_token=self.manifest.tokens.end_of_utterance.id,
         )
+        static = self.manifest.static_shapes
+        if static is not None and len(self.prompt.ids) + self.trie.depth > static.kv_length:
+            need = len(self.prompt.ids) + self.trie.depth
+            raise BackendError(
+                f"the prompt ({len(self.prompt.ids)} tokens) and the longest answer "
+                f"({self.trie.depth}) need {need} KV slots; the bundle's static language model "
+                f"has {static.kv_length}: re-export with --kv-length {need} or more, or enable "
+                "fewer gestures"
+            )
         self.backend: Backend = _make_backend(self.root, self.manifest, self.prompt, self.trie,
                                               opts)
 
