@@ -4,4 +4,9 @@ class ExportError(Exception):
 
 
 class VerificationFailed(ExportError):
-    """The exported bundle does not match the PyTorch model within the stated tolerance."""
+    """The exported bundle does not match the PyTorch model within the stated tolerance; the
+    bundle is kept for inspection and `result` describes it."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result

@@ -254,6 +254,7 @@ def _run(o, progress, source, static, images, out, tmp) -> Result:
         raise VerificationFailed(
             "\n".join(lines)
             + f"\nthe bundle does not match PyTorch; it is kept at {out} for inspection and its "
-            "manifest records verification.passed = false"
+            "manifest records verification.passed = false",
+            result,
         )
     return result

@@ -41,7 +41,7 @@ CONFIGS = [
 ]
 
 
-def _row(label: str, result, seconds: float) -> str:
+def _row(label: str, result) -> str:
     m = result.manifest
     total = sum(f.size for f in m.files.values()) + (result.bundle / "edge-gesture-model.json").stat().st_size
     models = sum(
@@ -49,9 +49,14 @@ def _row(label: str, result, seconds: float) -> str:
     )
     v = m.verification
     rule = f"<= {v.tolerance:.2e}" if v.tolerance is not None else "top-1"
-    top1 = "same" if v.top1_agree else f"same ({v.top1_ties} near-tie)"
+    if v.top1_agree:
+        top1 = f"same at {v.steps}/{v.steps}"
+    elif v.top1_ties:
+        top1 = f"{v.top1_ties} of {v.steps} differ (near-ties)"
+    else:
+        top1 = "differs"
     return (
-        f"| {label} | {seconds:.0f} | {total / MB:.1f} ({total / MIB:.1f}) | {models / MB:.1f} | "
+        f"| {label} | {result.seconds:.0f} | {total / MB:.1f} ({total / MIB:.1f}) | {models / MB:.1f} | "
         f"{v.max_abs_logit_diff:.2e} | {rule} | {top1} | {'pass' if v.passed else 'FAIL'} |"
     )
 
@@ -92,10 +97,10 @@ def report(args: argparse.Namespace, progress: Progress) -> int:
                 )
             except VerificationFailed as e:
                 failures += 1
-                rows.append(f"| {cfg.label} | - | - | - | - | - | - | verification FAILED |")
                 print(e, file=sys.stderr)
+                rows.append(_row(cfg.label, e.result))
                 continue
-            rows.append(_row(cfg.label, result, result.seconds))
+            rows.append(_row(cfg.label, result))
             print("\n".join(result.verification_lines), file=sys.stderr)
     finally:
         if not keep:
