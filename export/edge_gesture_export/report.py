@@ -51,8 +51,8 @@ def _row(label: str, result) -> str:
     rule = f"<= {v.tolerance:.2e}" if v.tolerance is not None else "top-1"
     if v.top1_agree:
         top1 = f"same at {v.steps}/{v.steps}"
-    elif v.top1_ties:
-        top1 = f"{v.top1_ties} of {v.steps} differ (near-ties)"
+    elif v.passed:
+        top1 = f"same, or a near-tie, at {v.steps}/{v.steps} ({v.top1_ties} near-tie)"
     else:
         top1 = "differs"
     return (
