@@ -159,7 +159,13 @@ class Daemon:
         self.service.frame_done(frame, result, timings, end_to_end)
 
     def stats_snapshot(self) -> dict:
-        extra = {"vlm": self.vlm.status()} if self.vlm is not None else {}
+        extra = {}
+        if self.vlm is not None:
+            vlm = self.vlm.status()
+            latency = vlm["last_latency_s"]
+            # vlm_latency_ms is what Home Assistant's diagnostic sensor reads (publish/discovery).
+            extra = {"vlm": vlm,
+                     "vlm_latency_ms": round(latency * 1000, 1) if latency is not None else None}
         return self.stats.snapshot(
             frames_read=self.capture.frames_read,
             frames_dropped=self.slot.dropped,
