@@ -77,6 +77,7 @@ def test_events_flow_with_the_vlm_answering(tmp_path, broker, gesture_video,  # 
     vlm = [m.json()["vlm"] for m in sub.on("/stats")]
     assert vlm and vlm[-1]["state"] == "ok" and vlm[-1]["decisions"] >= 5, vlm[-1:]
     assert vlm[-1]["failures"] == 0
+    assert [m.json()["vlm_latency_ms"] for m in sub.on("/stats")][-1] > 0
     # ~250 frames, at most 5 decisions a second: the VLM never ran per frame.
     assert vlm[-1]["decisions"] <= 5 * 20
 
