@@ -163,3 +163,22 @@ def test_stop_sends_what_is_queued_then_offline(broker):
         assert offline.payload == b"offline" and offline.at >= events[-1].at
     finally:
         rec.close()
+
+
+def test_two_daemons_with_one_client_id_are_reported_once_not_per_flap(broker):
+    cfg = make_cfg(broker.port, reconnect_max_s=1.0)
+    with capture_logs() as logs:
+        a, b = Publisher(cfg).start(), Publisher(cfg).start()
+        try:
+            time.sleep(5.0)
+        finally:
+            a.stop()
+            b.stop()
+    flaps = [e for e in logs if e["event"] == "mqtt connection keeps dropping right after "
+             "connecting"]
+    assert 1 <= len(flaps) <= 2 and flaps[0]["client_id"] == "edge-gesture-kitchen"
+    names = [e["event"] for e in logs if e["log_level"] in ("warning", "info")]
+    # At most the first loss of each, before the pattern is recognised; then quiet.
+    assert names.count("mqtt broker lost") <= 2 and names.count("mqtt broker back") <= 2, names
+    # Backing off, not pushing each other off in a tight loop.
+    assert a.connects + b.connects < 30, (a.connects, b.connects)

@@ -117,8 +117,12 @@ def run_once(cfg: Config, pipeline, publisher, source: str, events: int, burst_s
                     calls.append(c1 - c0)
                     spent += c1 - c0
                     sent += 1
-            for ev in result.events:  # the source's own events, if it shows hands
-                publisher.publish_event(ev)
+            for ev in result.events:  # the source's own events, if it shows hands: counted too
+                c0 = time.perf_counter()
+                t_decided = time.monotonic()
+                seq = publisher.publish_event(ev)
+                spent += time.perf_counter() - c0
+                sent_at[seq] = t_decided
             frame_time = time.perf_counter() - f0
             if now < burst_start:
                 if now >= warm_until:  # the first frames pay for MediaPipe's warm-up
@@ -129,14 +133,16 @@ def run_once(cfg: Config, pipeline, publisher, source: str, events: int, burst_s
     finally:
         capture.stop()
         capture.join(2)
-    return {"sent_at": sent_at, "sent": sent, "calls": calls, "frame_publish": frame_publish,
+    return {"sent_at": sent_at, "sent": len(sent_at), "calls": calls, "frame_publish": frame_publish,
             "base_frames": base_frames, "burst_frames": burst_frames}
 
 
 def main(args) -> int:
     from edge_gesture.daemon import FramePipeline
+    from edge_gesture.logsetup import configure_logging
     from edge_gesture.publish import Publisher
 
+    configure_logging("warning", "console")  # stdout carries the report
     cfg = load_config(getattr(args, "config", None)) if getattr(args, "config", None) else Config()
     broker = None
     if args.broker:

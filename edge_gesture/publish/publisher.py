@@ -32,6 +32,7 @@ from edge_gesture.publish import payloads
 from edge_gesture.publish.connection import (
     TRANSIENT,
     Credentials,
+    client_id,
     describe_connack,
     describe_exception,
     describe_silent_close,
@@ -45,6 +46,10 @@ log = structlog.get_logger("edge_gesture.publish")
 #: Messages handed to paho but not yet acknowledged; the rest wait in the outbox, where the age
 #: limit still applies.
 INFLIGHT_WINDOW = 64
+
+#: A connection that drops sooner than this after connecting is flapping (typically two daemons
+#: sharing a client id, pushing each other off): reported once, and the backoff keeps growing.
+STABLE_AFTER_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,10 @@ class Publisher:
         self._stale_at_loss = 0
         self._connected_this_time = False
         self._rejected_topics: set[str] = set()
+        self._disconnect_reason: str | None = None  # as the broker gave it (MQTT 5)
+        self._up_since = 0.0
+        self._ever_lost = False
+        self._flapping = False  # reported; quiet until a connection holds
 
         self.sent = 0  # events and actions handed to the broker
         self.acked = 0  # of those, acknowledged (QoS 1/2)
@@ -211,6 +220,7 @@ class Publisher:
             client.on_connect = self._on_connect
             client.on_publish = self._on_publish
             client.on_message = self._on_message
+            client.on_disconnect = self._on_disconnect
             self._connack_error = None
             try:
                 client.connect(m.host, m.port, keepalive=m.keepalive_s)
@@ -218,7 +228,10 @@ class Publisher:
                 self._connect_failed(*describe_exception(exc, self.cfg))
             else:
                 self._serve(client)
-                if self._connected_this_time:
+                # Only a connection that held counts as success: one that drops at once (another
+                # client with our id, say) keeps the backoff growing instead of a tight loop.
+                if self._connected_this_time and \
+                        time.monotonic() - self._up_since >= STABLE_AFTER_S:
                     attempt = 0
             if self._stopping.is_set():
                 break
@@ -232,6 +245,7 @@ class Publisher:
     def _serve(self, client: mqtt.Client) -> None:
         """Run one connection until it is lost, refused, or closed by stop()."""
         self._connected_this_time = False
+        self._disconnect_reason = None
         connack_deadline = time.monotonic() + max(5.0, client.connect_timeout)
         offline_sent = False
         while True:
@@ -276,6 +290,9 @@ class Publisher:
                     break
             if self._connected:
                 self._pump(client)
+                if self._flapping and time.monotonic() - self._up_since >= STABLE_AFTER_S:
+                    self._flapping = False
+                    log.info("mqtt connection stable again")
             if client.want_write() and client.loop_write() != mqtt.MQTT_ERR_SUCCESS:
                 break
             if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
@@ -326,7 +343,10 @@ class Publisher:
             client.subscribe(disc.status_topic, qos=1)
         self._announce(client)
         stale = self._outbox.dropped_stale - self._stale_at_loss
-        if not self._ever_connected:
+        self._up_since = time.monotonic()
+        if self._flapping:
+            log.debug("mqtt reconnected", dropped_stale=stale)
+        elif not self._ever_connected:
             log.info("mqtt connected", broker=f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
                      protocol=self.cfg.mqtt.protocol)
         else:
@@ -350,6 +370,10 @@ class Publisher:
         if disc.enabled and msg.topic == disc.status_topic and is_birth(msg):
             log.info("home assistant is online; announcing the device again")
             self._announce(client)
+
+    def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
+        if flags.is_disconnect_packet_from_server:
+            self._disconnect_reason = reason.getName()
 
     def _on_publish(self, client, userdata, mid, reason, properties) -> None:
         if mid == self._offline_mid:
@@ -383,14 +407,28 @@ class Publisher:
         self._offline_mid = None
         if self._stopping.is_set():
             return
-        if was_connected:
-            self._down_since = time.monotonic()
-            self._stale_at_loss = self._outbox.dropped_stale
-            self._logged_reason = "lost"
-            log.warning("mqtt broker lost", broker=f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
-                        action="keeps running; events wait up to mqtt.max_age_s")
-        else:
+        if not was_connected:
             self._connect_failed(*(self._connack_error or describe_silent_close(self.cfg)))
+            return
+        lasted = time.monotonic() - self._up_since
+        flap = lasted < STABLE_AFTER_S and self._ever_lost
+        self._ever_lost = True
+        self._down_since = time.monotonic()
+        self._stale_at_loss = self._outbox.dropped_stale
+        self._logged_reason = "lost"
+        if not flap:
+            self._flapping = False
+            log.warning("mqtt broker lost", broker=f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
+                        reason=self._disconnect_reason,
+                        action="keeps running; events wait up to mqtt.max_age_s")
+        elif not self._flapping:
+            self._flapping = True
+            log.warning("mqtt connection keeps dropping right after connecting",
+                        lasted_s=round(lasted, 1), reason=self._disconnect_reason,
+                        client_id=client_id(self.cfg),
+                        hint="another client uses this client id (two daemons with one "
+                             "device_id? set device_id or mqtt.client_id), or see the "
+                             "broker's log")
 
     def _connect_failed(self, category: str, message: str) -> None:
         if self._down_since is None:
