@@ -89,6 +89,9 @@ def _reshape_static(models: dict[str, Any], image_size: int, patch: int, static:
 def _compress(model: Any, weights: str) -> Any:
     import nncf
 
+    # NNCF's INFO tables of bit-widths would bury the progress lines; the manifest records them.
+    logging.getLogger("nncf").setLevel(logging.WARNING)
+
     if weights == "int8":
         return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
     if weights == "int4":
