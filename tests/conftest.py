@@ -7,8 +7,9 @@ import pytest
 
 from tests.mosquitto import Mosquitto
 
-# Session fixtures with tiny exported SmolVLM bundles (built once, shared by the VLM tests).
-pytest_plugins = ("tests.vlm_fixtures",)
+# Session fixtures with tiny exported SmolVLM bundles (built once, shared by the VLM tests), and
+# MediaPipe's hands in the gesture photos (found once, shared by the classifier tests).
+pytest_plugins = ("tests.vlm_fixtures", "tests.hand_cache")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("EDGE_GESTURE_SHARED", REPO.parent / "shared"))

@@ -11,11 +11,10 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-import cv2
 import numpy as np
 import pytest
 
-from edge_gesture.config import LANDMARK_GESTURES, HandsConfig
+from edge_gesture.config import LANDMARK_GESTURES
 from edge_gesture.gestures import (
     FINGERS,
     UNKNOWN,
@@ -24,36 +23,28 @@ from edge_gesture.gestures import (
     gesture_scores,
     measure,
 )
-from edge_gesture.hands import HandTracker
+from tests.hand_poses import curl, rotate
 
 ROTATION_FREE = ("open_palm", "fist", "victory", "ok", "call")
 
 
 @pytest.fixture(scope="module")
-def photos(gesture_data) -> dict[str, list[tuple[str, np.ndarray, str]]]:
+def photos(photo_hands) -> dict[str, list[tuple[str, np.ndarray, str]]]:
     """label -> [(file name, landmarks in square pixel-like units, handedness)] per gesture photo.
 
     x and z are scaled by the photo's width / height so the points are undistorted and the tests
     can rotate them; the classifier is then called with aspect=1.
     """
     out = defaultdict(list)
-    with HandTracker(HandsConfig(max_num_hands=1), static_images=True) as tracker:
-        for label in LANDMARK_GESTURES:
-            for path in sorted((gesture_data / label).glob("*.jpg")):
-                hands = tracker.detect(cv2.imread(str(path)))
-                if hands:
-                    h = hands[0]
-                    pts = h.landmarks.astype(np.float64) * (h.aspect, 1.0, h.aspect)
-                    out[label].append((path.name, pts, h.handedness))
+    for label in LANDMARK_GESTURES:
+        for path in photo_hands.photos(label):
+            hands = photo_hands.hands(path)
+            if hands:
+                h = hands[0]
+                pts = h.landmarks.astype(np.float64) * (h.aspect, 1.0, h.aspect)
+                out[label].append((path.name, pts, h.handedness))
     assert all(out[g] for g in LANDMARK_GESTURES), "every gesture folder should have hands"
     return out
-
-
-def rotate(pts: np.ndarray, degrees: float) -> np.ndarray:
-    """In-plane rotation about the wrist; positive turns clockwise on screen (y points down)."""
-    a = math.radians(degrees)
-    r = np.array([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0, 0, 1]])
-    return (pts - pts[0]) @ r.T + pts[0]
 
 
 def mirror(pts: np.ndarray) -> np.ndarray:
@@ -63,25 +54,7 @@ def mirror(pts: np.ndarray) -> np.ndarray:
 
 def bend_fingers(pts: np.ndarray, handedness: str, degrees: float) -> np.ndarray:
     """Curl the four fingers by `degrees` at each of their three joints, towards the palm."""
-    pts = pts.copy()
-    sign = 1.0 if handedness == "right" else -1.0
-    palm_side = sign * np.cross(pts[5] - pts[0], pts[17] - pts[0])
-    axis = (pts[5] - pts[17]) / np.linalg.norm(pts[5] - pts[17])
-    th = math.radians(degrees)
-
-    def turn(v, t):  # Rodrigues' rotation of the rows of v about axis
-        return (v * math.cos(t) + np.cross(axis, v) * math.sin(t)
-                + np.outer(v @ axis, axis) * (1 - math.cos(t)))
-
-    # Which way round the axis is "towards the palm", decided once on the straight hand.
-    tip = pts[12] - pts[9]
-    if (turn(tip[None], 0.1)[0] - tip) @ palm_side < 0:
-        th = -th
-    for chain in FINGERS.values():
-        for j in range(3):
-            origin, rest = pts[chain[j]], list(chain[j + 1:])
-            pts[rest] = origin + turn(pts[rest] - origin, th)
-    return pts
+    return curl(pts, handedness, FINGERS, degrees)
 
 
 def labels_of(items, transform=lambda p: p, hand=None) -> list[str]:
