@@ -18,9 +18,11 @@ Invariances:
 - in-plane rotation: open_palm, fist, victory, ok and call do not depend on it at all (a victory
   sign held sideways is still one). Three gestures are defined by a direction, measured against
   the image's up, because that is what the user means: thumbs_up when the thumb points within
-  about 75 degrees of up, thumbs_down within about 75 degrees of down (a sideways thumb is
-  neither), pointing_up when the index points within about 60 degrees of up (pointing sideways
-  is not pointing up).
+  about 70 degrees of up, thumbs_down within about 70 degrees of down (a sideways thumb is
+  neither), pointing_up when the index points within about 60 degrees of up (pointing
+  sideways is not pointing up). The thumb's direction is read from the thumb and the knuckle row
+  it continues together (`_thumb_direction`), which keeps a thumbs-up tilted 30 degrees, as
+  people and cameras tilt them, inside its cone.
 
 Landmarks are MediaPipe's normalised image coordinates (x / width, y / height, z on x's scale).
 Those are stretched unless the frame is square, so callers pass the frame's width / height as
@@ -54,7 +56,13 @@ _THUMB_FAR_MID, _THUMB_FAR_SCALE = 0.85, 0.08  # thumb tip to middle knuckle
 _THUMB_CLEAR_MID, _THUMB_CLEAR_SCALE = 0.42, 0.07  # thumb tip to nearest index/middle joint
 _THUMB_SIDE_MID, _THUMB_SIDE_SCALE = 0.40, 0.07  # thumb tip beyond the index knuckle, sideways
 _PINCH_MID, _PINCH_SCALE = 0.50, 0.08  # thumb tip to index tip, for ok
-_THUMB_CONE, _INDEX_CONE, _CONE_SCALE = 75.0, 60.0, 8.0  # degrees from the image's up / down
+# Degrees from the image's up / down. The thumb's cone sits between where tilted thumbs-ups point
+# (30 degrees of tilt on top of how people hold them: within ~65) and a hand on its side (90, or
+# ~73 when only the thumb is sideways and the fist still leans up).
+_THUMB_CONE, _INDEX_CONE, _CONE_SCALE = 70.0, 60.0, 8.0
+# The thumb's direction is its own (base joint to tip) plus this much of the knuckle row (little to
+# index knuckle), each counted at its length in the picture; see _thumb_direction.
+_KNUCKLE_WEIGHT = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +98,20 @@ def _angle(u: np.ndarray, v: np.ndarray) -> float:
 def _degrees_from_up(v: np.ndarray) -> float:
     """Angle in the image plane between v and the image's up (y grows downwards)."""
     return abs(math.degrees(math.atan2(float(v[0]), float(-v[1]))))
+
+
+def _thumb_direction(p: np.ndarray) -> np.ndarray:
+    """Where a thumbs-up or -down points, in the image plane.
+
+    A thumb held out of a fist continues the fist's knuckle row: the knuckles stack up under a
+    thumb that points up. The thumb alone is two short bones whose tip MediaPipe places least
+    surely, and people bend it at the joints, so on its own it strays 40 degrees and more from
+    where the hand points; the knuckle row, four well-found joints, strays about half as much.
+    Their sum (each at its length in the picture, so one foreshortened towards the camera counts
+    less) strays less: on the development photos at most ~33 degrees against ~45 for the thumb
+    alone, which leaves room for 30 degrees of tilt inside the cone.
+    """
+    return (p[THUMB[3]] - p[THUMB[1]])[:2] + _KNUCKLE_WEIGHT * (p[5] - p[17])[:2]
 
 
 def _as_points(landmarks, aspect: float) -> np.ndarray:
@@ -132,7 +154,7 @@ def measure(landmarks, aspect: float = 1.0) -> HandShape:
                + (side - _THUMB_SIDE_MID) / _THUMB_SIDE_SCALE) / 3
 
     pinch = _sigmoid((_PINCH_MID - np.linalg.norm(tip - p[8]) / palm) / _PINCH_SCALE)
-    thumb_angle = _degrees_from_up(tip[:2] - p[THUMB[1]][:2])
+    thumb_angle = _degrees_from_up(_thumb_direction(p))
     index_angle = _degrees_from_up(p[8][:2] - p[5][:2])
     return HandShape(
         thumb_out=_sigmoid(thumb_z),
