@@ -46,6 +46,10 @@ log = structlog.get_logger("edge_gesture.publish")
 #: Messages handed to paho but not yet acknowledged; the rest wait in the outbox, where the age
 #: limit still applies.
 INFLIGHT_WINDOW = 64
+#: Messages built per pass before the thread goes back to select(): building one costs tens of
+#: microseconds of interpreter time, and the frame loop waits for the interpreter lock meanwhile,
+#: so small passes keep its waits well under a millisecond during a burst.
+PUMP_BATCH = 16
 
 #: A connection that drops sooner than this after connecting is flapping (typically two daemons
 #: sharing a client id, pushing each other off): reported once, and the backoff keeps growing.
@@ -273,7 +277,10 @@ class Publisher:
             sock = client.socket()
             if sock is None:
                 break
-            timeout = 0.0 if getattr(sock, "pending", lambda: 0)() else 0.5
+            # TLS may hold decrypted bytes select() cannot see.
+            tls_pending = bool(getattr(sock, "pending", lambda: 0)())
+            more = self._connected and len(self._outbox) and len(self._unacked) < INFLIGHT_WINDOW
+            timeout = 0.0 if more or tls_pending else 0.5
             wlist = [sock] if client.want_write() else []
             try:
                 readable, _, _ = select.select([sock, self._wake_r], wlist, [], timeout)
@@ -285,7 +292,7 @@ class Publisher:
                     self._wake_r.recv(4096)
                 except (BlockingIOError, OSError):
                     pass
-            if sock in readable or timeout == 0.0:
+            if sock in readable or tls_pending:
                 if client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
                     break
             if self._connected:
@@ -312,7 +319,7 @@ class Publisher:
             self._stats = None
             client.publish(self.topics.stats, payloads.stats_payload(
                 stats, self.counters(), device_id=self.cfg.device_id, wall=wall), qos=0)
-        room = INFLIGHT_WINDOW - len(self._unacked)
+        room = min(PUMP_BATCH, INFLIGHT_WINDOW - len(self._unacked))
         if room <= 0 or not len(self._outbox):
             return
         now = time.monotonic()
