@@ -47,8 +47,8 @@ log = structlog.get_logger("edge_gesture.publish")
 #: limit still applies.
 INFLIGHT_WINDOW = 64
 #: Messages built per pass before the thread goes back to select(): building one costs tens of
-#: microseconds of interpreter time, and the frame loop waits for the interpreter lock meanwhile,
-#: so small passes keep its waits well under a millisecond during a burst.
+#: microseconds of interpreter time, and each select() hands the interpreter lock back, so a
+#: burst never keeps the frame loop waiting for it long.
 PUMP_BATCH = 16
 
 #: A connection that drops sooner than this after connecting is flapping (typically two daemons
