@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -82,7 +83,7 @@ def report(args: argparse.Namespace, progress: Progress) -> int:
                     continue
                 opts["calibration"] = args.calibration
             progress.note(f"=== {cfg.label}")
-            out = root / cfg.label.replace(" ", "-").replace("(", "").replace(")", "").replace("+", "")
+            out = root / re.sub(r"[^a-z0-9]+", "-", cfg.label).strip("-")
             try:
                 result = run(
                     Options(
