@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from tests.logs import json_log_lines
 from tests.mosquitto import Mosquitto, free_port
 from tests.subscriber import Subscriber
 
@@ -85,7 +86,7 @@ def test_broker_down_at_start_then_up_daemon_connects_and_sigint_exits_cleanly(t
         if proc.poll() is None:
             proc.kill()
         broker.stop()
-    lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+    lines = json_log_lines(err)
     failures = [x for x in lines if x.get("level") == "warning" and "mqtt" in x.get("event", "")]
     # ~10 reconnect attempts while the broker was away, one warning.
     assert len(failures) == 1, failures

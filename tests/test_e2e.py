@@ -7,7 +7,6 @@ reconnect and publish after; then SIGTERM must leave `offline` retained and exit
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 
 from edge_gesture.config import LANDMARK_GESTURES, HandsConfig
 from tests.gesture_video import gesture_sequence, letterbox, write_video
+from tests.logs import json_log_lines
 from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.e2e
@@ -118,7 +118,7 @@ def test_video_gives_exactly_one_event_per_gesture_in_order(tmp_path, broker, ge
     assert sub.on("/stats"), "no stats published"
 
     # One log line per state change, not one per frame (the video has ~250 frames).
-    lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+    lines = json_log_lines(err)
     assert len(lines) < 60, f"{len(lines)} log lines"
     assert sum(1 for x in lines if x.get("event") == "gesture") == len(LABELS)
 
@@ -165,6 +165,6 @@ def test_broker_restart_mid_stream_then_sigterm(tmp_path, broker, gesture_video)
     seqs = [e["sequence"] for e in events]
     assert len(set(seqs)) == len(seqs), "an event was delivered twice"
     assert all(e["gesture"] in LANDMARK_GESTURES for e in events)
-    lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+    lines = json_log_lines(err)
     outage = [x for x in lines if x.get("level") in ("warning", "error") and "broker" in x.get("event", "")]
     assert len(outage) <= 2, f"broker outage logged {len(outage)} times: {outage}"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.logs import json_log_lines
 from tests.subscriber import Subscriber
 from tests.test_e2e import (  # noqa: F401 - the video fixtures are shared
     LABELS,
@@ -61,7 +62,7 @@ def run(tmp_path, broker, video, bundle, **vlm):
     time.sleep(0.5)
     sub.close()
     assert proc.returncode == 0, err[-3000:]
-    lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
+    lines = json_log_lines(err)
     return sub, lines, err
 
 
