@@ -166,6 +166,8 @@ class Daemon:
             # vlm_latency_ms is what Home Assistant's diagnostic sensor reads (publish/discovery).
             extra = {"vlm": vlm,
                      "vlm_latency_ms": round(latency * 1000, 1) if latency is not None else None}
+        # What /healthz would say, so Home Assistant's pipeline-status sensor shows it too.
+        extra["status"] = "; ".join(self.service.check()) or "ok"
         return self.stats.snapshot(
             frames_read=self.capture.frames_read,
             frames_dropped=self.slot.dropped,

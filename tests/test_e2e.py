@@ -115,7 +115,9 @@ def test_video_gives_exactly_one_event_per_gesture_in_order(tmp_path, broker, ge
     states = [m.json() for m in sub.on("/state")]
     assert any(g == "fist" for s in states for g in _hand_states(s).values())
     assert all(g is None for g in _hand_states(states[-1]).values()), states[-1]
-    assert sub.on("/stats"), "no stats published"
+    stats = [m.json() for m in sub.on("/stats")]
+    assert stats, "no stats published"
+    assert any(s["status"] == "ok" and s["fps_processed"] > 5 for s in stats), stats
 
     # One log line per state change, not one per frame (the video has ~250 frames).
     lines = json_log_lines(err)
