@@ -1,4 +1,4 @@
-"""An MQTT 5 subscriber for publisher tests that keeps its session across broker restarts.
+"""A real MQTT 5 subscriber for tests; it can keep its session across broker restarts.
 
 With `session=True` the broker queues QoS 1 messages for it while it is away, so a test does not
 race the publisher to the broker after a restart. Records MQTT 5 properties too.
@@ -81,6 +81,23 @@ class Recorder:
         with self._lock:
             return [m for m in self.messages if m.topic.endswith(suffix)]
 
+    def wait_for(self, predicate, timeout: float, what: str = "message") -> Received:
+        """The first message (already received or arriving within `timeout`) that matches."""
+        found = []
+
+        def match() -> bool:
+            with self._lock:
+                found[:] = [m for m in self.messages if predicate(m)][:1]
+            return bool(found)
+
+        try:
+            wait_until(match, timeout, what)
+        except AssertionError:
+            with self._lock:
+                seen = [(m.topic, m.payload[:80]) for m in self.messages]
+            raise AssertionError(f"no {what} within {timeout}s; got: {seen}") from None
+        return found[0]
+
     def wait_count(self, suffix: str, n: int, timeout: float = 10.0) -> list[Received]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -94,3 +111,12 @@ class Recorder:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def wait_until(cond, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.logs import json_log_lines
 from tests.mosquitto import Mosquitto, free_port
-from tests.subscriber import Subscriber
+from tests.mqtt_recorder import Recorder
 
 
 def edge_gesture(*args, **kw) -> subprocess.CompletedProcess:
@@ -73,7 +73,7 @@ def test_broker_down_at_start_then_up_daemon_connects_and_sigint_exits_cleanly(t
         time.sleep(4)  # the daemon starts with nothing listening and must keep running
         assert proc.poll() is None, proc.stderr.read()
         broker.start()
-        sub = Subscriber(port, "edge_gesture/cli/availability")
+        sub = Recorder(port, "edge_gesture/cli/availability")
         sub.wait_for(lambda m: m.payload == b"online", 20, "online once the broker is up")
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)

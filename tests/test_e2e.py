@@ -20,7 +20,7 @@ import pytest
 from edge_gesture.config import LANDMARK_GESTURES, HandsConfig
 from tests.gesture_video import gesture_sequence, letterbox, write_video
 from tests.logs import json_log_lines
-from tests.subscriber import Subscriber
+from tests.mqtt_recorder import Recorder
 
 pytestmark = pytest.mark.e2e
 
@@ -83,12 +83,12 @@ def start_daemon(cfg: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def events_of(sub: Subscriber) -> list[dict]:
+def events_of(sub: Recorder) -> list[dict]:
     return [m.json() for m in sub.on("/event")]
 
 
 def test_video_gives_exactly_one_event_per_gesture_in_order(tmp_path, broker, gesture_video):
-    sub = Subscriber(broker.port, "edge_gesture/e2e/#")
+    sub = Recorder(broker.port, "edge_gesture/e2e/#")
     proc = start_daemon(write_config(tmp_path, broker.port, gesture_video, at_end="stop"))
     try:
         out, err = proc.communicate(timeout=120)
@@ -131,7 +131,7 @@ def _hand_states(state: dict) -> dict:
 
 
 def test_broker_restart_mid_stream_then_sigterm(tmp_path, broker, gesture_video):
-    sub = Subscriber(broker.port, "edge_gesture/e2e/#")
+    sub = Recorder(broker.port, "edge_gesture/e2e/#")
     proc = start_daemon(write_config(tmp_path, broker.port, gesture_video, at_end="loop"))
     try:
         sub.wait_for(lambda m: m.topic.endswith("/event"), 40, "first event")
@@ -158,7 +158,7 @@ def test_broker_restart_mid_stream_then_sigterm(tmp_path, broker, gesture_video)
     sub.close()
 
     # The retained availability a new subscriber sees is offline.
-    late = Subscriber(broker.port, "edge_gesture/e2e/availability")
+    late = Recorder(broker.port, "edge_gesture/e2e/availability")
     msg = late.wait_for(lambda m: True, 5, "retained availability")
     late.close()
     assert msg.retain and msg.payload == b"offline"

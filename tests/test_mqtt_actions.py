@@ -9,7 +9,7 @@ from edge_gesture.config import parse_config
 from edge_gesture.decide import GestureEvent
 from edge_gesture.publish import Publisher
 from tests.mosquitto import Mosquitto
-from tests.mqtt_recorder import Recorder
+from tests.mqtt_recorder import Recorder, wait_until
 
 ACTIONS = [
     {"gesture": "thumbs_up", "topic": "home/livingroom/light/set", "payload": "ON"},
@@ -27,15 +27,6 @@ def make_cfg(port: int, **mqtt):
 
 def event(gesture, hand):
     return GestureEvent(gesture, 0.9, "landmarks", hand, time.monotonic(), time.time())
-
-
-def wait_until(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_actions_follow_gesture_and_hand(broker):

@@ -16,7 +16,7 @@ import pytest
 from edge_gesture.config import parse_config
 from edge_gesture.decide import GestureEvent
 from edge_gesture.publish import Publisher
-from tests.mqtt_recorder import Recorder
+from tests.mqtt_recorder import Recorder, wait_until
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "edge_gesture" / "schemas"
 ROOT = "edge_gesture/hall"
@@ -48,15 +48,6 @@ def make_cfg(port: int, **mqtt):
     return parse_config({"device_id": "hall",
                          "gestures": {"enabled": ["thumbs_up", "fist", "victory"]},
                          "mqtt": base | mqtt})
-
-
-def wait_until(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def validator(name):

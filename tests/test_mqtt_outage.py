@@ -10,7 +10,7 @@ from edge_gesture.config import parse_config
 from edge_gesture.decide import GestureEvent
 from edge_gesture.publish import Publisher
 from tests.mosquitto import Mosquitto
-from tests.mqtt_recorder import Recorder
+from tests.mqtt_recorder import Recorder, wait_until
 
 ROOT = "edge_gesture/garage"
 
@@ -23,15 +23,6 @@ def make_cfg(port: int, **mqtt):
 def event(i=0):
     return GestureEvent(("fist", "victory")[i % 2], 0.9, "landmarks", "right", time.monotonic(),
                         time.time())
-
-
-def wait_until(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_restart_mid_stream_keeps_fresh_events_in_order_and_drops_stale_ones(tmp_path):

@@ -16,7 +16,7 @@ from edge_gesture.decide import GestureEvent
 from edge_gesture.errors import StartupError
 from edge_gesture.publish import Publisher
 from tests.mosquitto import Mosquitto, write_password_file
-from tests.mqtt_recorder import Recorder
+from tests.mqtt_recorder import Recorder, wait_until
 from tests.tls_certs import OPENSSL, issue, make_ca
 
 ROOT = "edge_gesture/porch"
@@ -30,15 +30,6 @@ def make_cfg(port: int, **mqtt):
 
 def event(gesture="thumbs_up", hand="right"):
     return GestureEvent(gesture, 0.9, "landmarks", hand, time.monotonic(), time.time())
-
-
-def wait_until(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def warnings_of(logs, name="mqtt connect failed"):

@@ -11,8 +11,7 @@ from edge_gesture.config import parse_config
 from edge_gesture.decide import GestureEvent
 from edge_gesture.publish import Publisher
 from tests.mosquitto import Mosquitto
-from tests.mqtt_recorder import Recorder
-from tests.subscriber import Subscriber
+from tests.mqtt_recorder import Recorder, wait_until
 
 ROOT = "edge_gesture/kitchen"
 
@@ -26,21 +25,12 @@ def event(gesture="thumbs_up", hand="right", confidence=0.91, source="landmarks"
     return GestureEvent(gesture, confidence, source, hand, time.monotonic(), time.time())
 
 
-def wait_until(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def payloads(sub, suffix):
     return [m.payload for m in sub.on(suffix)]
 
 
 def test_online_event_state_stats_and_offline_on_stop(broker):
-    sub = Subscriber(broker.port, f"{ROOT}/#")
+    sub = Recorder(broker.port, f"{ROOT}/#")
     pub = Publisher(make_cfg(broker.port)).start()
     try:
         sub.wait_for(lambda m: m.topic == f"{ROOT}/availability" and m.payload == b"online",
@@ -66,7 +56,7 @@ def test_online_event_state_stats_and_offline_on_stop(broker):
     sub.close()
 
     # What a subscriber arriving later sees: the retained offline and the last state.
-    late = Subscriber(broker.port, f"{ROOT}/#")
+    late = Recorder(broker.port, f"{ROOT}/#")
     try:
         late.wait_for(lambda m: m.topic.endswith("/state"), 5, "retained state")
         late.wait_for(lambda m: m.topic.endswith("/availability"), 5, "retained availability")

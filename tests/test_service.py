@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.mosquitto import free_port
-from tests.subscriber import Subscriber
+from tests.mqtt_recorder import Recorder
 
 pytestmark = pytest.mark.e2e
 
@@ -223,7 +223,7 @@ def test_watchdog_pings_while_frames_flow_and_stop_when_they_stop(tmp_path, brok
 
 
 def test_sigterm_sends_stopping_publishes_offline_and_exits_0_within_5s(tmp_path, broker, daemons):
-    sub = Subscriber(broker.port, "edge_gesture/#")
+    sub = Recorder(broker.port, "edge_gesture/#")
     try:
         d = daemons(tmp_path, config(broker.port, "testcard"))
         d.manager.wait("READY", 30)
@@ -262,7 +262,7 @@ def test_health_and_metrics_follow_the_broker(tmp_path, broker, daemons):
 
 
 def test_sighup_applies_a_good_config_and_refuses_a_bad_one(tmp_path, broker, daemons):
-    sub = Subscriber(broker.port, "#")
+    sub = Recorder(broker.port, "#")
     try:
         d = daemons(tmp_path, config(broker.port, "testcard"))
         d.manager.wait("READY", 30)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.logs import json_log_lines
-from tests.subscriber import Subscriber
+from tests.mqtt_recorder import Recorder
 from tests.test_e2e import (  # noqa: F401 - the video fixtures are shared
     LABELS,
     clear_photos,
@@ -52,7 +52,7 @@ backoff_max_s = 1.0
 
 
 def run(tmp_path, broker, video, bundle, **vlm):
-    sub = Subscriber(broker.port, "edge_gesture/e2e/#")
+    sub = Recorder(broker.port, "edge_gesture/e2e/#")
     proc = start_daemon(write_config(tmp_path, broker.port, video, bundle, **vlm))
     try:
         out, err = proc.communicate(timeout=180)
