@@ -34,8 +34,9 @@ class Model:
     def first(self) -> np.ndarray:
         return logits_for(self.trie, self.table.get((), {}))
 
-    def __call__(self, tokens: list[int]) -> np.ndarray:
+    def __call__(self, tokens: list[int], kept: int | None = None) -> np.ndarray:
         self.calls += 1
+        self.kept = kept
         self.fed += tokens
         return logits_for(self.trie, self.table.get(tuple(self.fed), {}))
 
@@ -57,7 +58,7 @@ def test_tokens_outside_the_trie_are_ignored_however_likely():
     first = logits_for(trie, {20: -1.0, 40: -2.0})
     # A real model's best token is something unlisted: the decoder never sees it (it only gets
     # logits for trie.tokens), and among the allowed children "fist" is best.
-    got = decode(trie, first, lambda toks: pytest.fail("no call needed"))
+    got = decode(trie, first, lambda toks, kept: pytest.fail("no call needed"))
     assert got.label == "fist" and got.model_calls == 0
     assert set(trie.tokens) == {10, 11, 12, 13, 20, 30, 31, 40, END}
 
@@ -75,8 +76,8 @@ def test_random_logits_only_ever_give_configured_labels():
     rng = np.random.default_rng(1)
     seen = set()
     for _ in range(300):
-        got = decode(trie, rng.normal(size=len(trie.tokens)) * 4,
-                     lambda toks: rng.normal(size=len(trie.tokens)) * 4)
+        rows = rng.normal(size=(1 + len(trie.lookahead), len(trie.tokens))) * 4
+        got = decode(trie, rows, lambda toks, kept: rng.normal(size=len(trie.tokens)) * 4)
         assert got.label in SEQS
         assert 0.0 < got.probability <= 1.0
         seen.add(got.label)
@@ -108,3 +109,24 @@ def test_labels_that_tokenize_the_same_are_refused():
         LabelTrie({"a": [1, 2], "b": [1, 2]}, END)
     with pytest.raises(ValueError, match="tokenizes to nothing"):
         LabelTrie({"a": []}, END)
+
+
+def test_lookahead_logits_from_the_prefill_save_the_branch_step():
+    trie = LabelTrie(SEQS, END)
+    # "thumbs" (two labels under it) is the busiest first token; its forced "_" comes along.
+    assert trie.lookahead == (10, 11)
+    root = logits_for(trie, {10: 3.0, 20: 1.0})
+    after_thumbs = logits_for(trie, {})  # row for the "thumbs" position: "_" is forced anyway
+    after_underscore = logits_for(trie, {12: 0.1, 13: 2.0})
+    rows = np.stack([root, after_thumbs, after_underscore])
+    got = decode(trie, rows, lambda toks, kept: pytest.fail("the prefill had these logits"))
+    assert got.label == "thumbs_down" and got.model_calls == 0
+
+
+def test_leaving_the_lookahead_tells_the_model_what_to_forget():
+    trie = LabelTrie(SEQS, END)
+    m = Model(trie, {(30,): {END: 0.0, 31: 2.0}})
+    rows = np.stack([logits_for(trie, {30: 4.0}), logits_for(trie, {}), logits_for(trie, {})])
+    got = decode(trie, rows, m)
+    # "ok" was chosen over "thumbs": none of the prefilled lookahead tokens are kept.
+    assert got.label == "ok_sign" and m.calls == 1 and m.kept == 0 and m.fed == [30]

@@ -54,14 +54,24 @@ def test_logits_match_pytorch(tiny_ov_bundle, torch_model, tmp_path):
     ref = torch_logits(torch_model, rt.prompt.ids, pv)[tokens]
     got = rt.backend.prefill(rt.backend.vision(pv))
     assert np.abs(ref).max() > 0.5  # the logits carry signal, so a match means something
-    np.testing.assert_allclose(got, ref, atol=2e-4)
-    # One step further: two answer tokens fed after the prompt (the KV cache carries on).
-    step = [tokens[0], tokens[1]]
+    np.testing.assert_allclose(got[0], ref, atol=2e-4)
+    # The lookahead tokens prefilled behind the prompt: their rows are the model's next steps.
+    ahead = list(rt.trie.lookahead)
+    assert ahead and got.shape[0] == 1 + len(ahead)
+    for i in range(1, len(ahead) + 1):
+        ids = np.concatenate([rt.prompt.ids, ahead[:i]])
+        np.testing.assert_allclose(got[i], torch_logits(torch_model, ids, pv)[tokens], atol=2e-4)
+    # Leaving the lookahead: its cache slots are masked, two other tokens follow the prompt.
+    step = [t for t in tokens if t not in ahead][:2]
     ref2 = torch_logits(torch_model, np.concatenate([rt.prompt.ids, step]), pv)[tokens]
-    np.testing.assert_allclose(rt.backend.extend(step), ref2, atol=2e-4)
+    np.testing.assert_allclose(rt.backend.extend(step, kept=0), ref2, atol=2e-4)
+    # Keeping it: tokens after the lookahead see it.
+    rt.backend.prefill(rt.backend.vision(pv))
+    ref3 = torch_logits(torch_model, np.concatenate([rt.prompt.ids, ahead, step]), pv)[tokens]
+    np.testing.assert_allclose(rt.backend.extend(step, kept=len(ahead)), ref3, atol=2e-4)
     # Second load: the rewritten LM and embeddings come from the cache, same numbers.
     rt2 = VlmRuntime(tiny_ov_bundle, GESTURES, BackendOptions(precision="f32", cache_dir=tmp_path))
-    np.testing.assert_allclose(rt2.backend.prefill(rt2.backend.vision(pv)), ref, atol=2e-4)
+    np.testing.assert_allclose(rt2.backend.prefill(rt2.backend.vision(pv))[0], ref, atol=2e-4)
 
 
 def test_answer_is_pytorchs_best_allowed_label(tiny_ov_bundle, torch_model):
@@ -72,10 +82,11 @@ def test_answer_is_pytorchs_best_allowed_label(tiny_ov_bundle, torch_model):
         pv = pixel_values(img, rt.manifest.image)
         fed: list[int] = []
 
-        def torch_next(new: list[int], pv=pv, fed=fed) -> np.ndarray:
+        def torch_next(new: list[int], kept, pv=pv, fed=fed) -> np.ndarray:
             fed.extend(new)
             return torch_logits(torch_model, np.concatenate([rt.prompt.ids, fed]), pv)[tokens]
 
+        # PyTorch one step at a time, no lookahead: the same answer must come out.
         want = decode(rt.trie, torch_logits(torch_model, rt.prompt.ids, pv)[tokens], torch_next)
         got, timings = rt.classify(img)
         assert got.label == want.label
@@ -96,6 +107,9 @@ def test_both_backends_agree(tiny_ov_bundle, tiny_onnx_bundle):
             ov_rt.backend.prefill(ov_rt.backend.vision(pv)),
             atol=1e-3,
         )
+        step = [t for t in ov_rt.trie.tokens if t not in ov_rt.trie.lookahead][:2]
+        np.testing.assert_allclose(ort_rt.backend.extend(step, 0), ov_rt.backend.extend(step, 0),
+                                   atol=1e-3)
         a, b = ov_rt.classify(img)[0], ort_rt.classify(img)[0]
         assert (a.label, round(a.probability, 3)) == (b.label, round(b.probability, 3))
 

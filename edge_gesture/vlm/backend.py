@@ -50,13 +50,28 @@ def patch_inputs(manifest: BundleManifest) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Backend:
-    """Subclasses implement _vision, _embed, _reset_to_prefix, _run_language and close."""
+    """Subclasses implement _vision, _embed, _reset_to_prefix, _run_language and close.
 
-    def __init__(self, manifest: BundleManifest, prompt: Prompt, answer_tokens: tuple[int, ...]):
+    KV bookkeeping: `past` slots are in the cache, `_mask` says which of them count (a rejected
+    lookahead token stays in the cache but is masked out), `_next_pos` is the next position id.
+    """
+
+    def __init__(self, manifest: BundleManifest, prompt: Prompt, answer_tokens: tuple[int, ...],
+                 lookahead: tuple[int, ...] = ()):
         self.manifest = manifest
         self.prompt = prompt
         self.answer_tokens = np.asarray(answer_tokens, dtype=np.int64)
-        self.past = 0  # tokens in the KV cache
+        self.lookahead = tuple(lookahead)
+        self.past = 0
+        self._mask = np.zeros(0, dtype=np.int64)
+        self._next_pos = 0
+        self._ahead_at = 0  # first KV slot of the prefilled lookahead tokens
+        self._ahead_open = 0  # lookahead tokens not yet kept or masked
+
+    @property
+    def rows(self) -> int:
+        """Positions whose logits the prefill returns: the prompt's last, then the lookahead's."""
+        return 1 + len(self.lookahead)
 
     # -- set-up, called by subclasses once their models are loaded --
     def _prepare(self) -> None:
@@ -65,6 +80,13 @@ class Backend:
         answer = self._embed(self.answer_tokens)
         self._answer_embeds = dict(zip((int(t) for t in self.answer_tokens), answer, strict=True))
         self._prefill_prefix()
+
+    def _start(self, past: int) -> None:
+        """The cache holds `past` valid slots (the prompt prefix, or nothing)."""
+        self.past = past
+        self._mask = np.ones(past, dtype=np.int64)
+        self._next_pos = past
+        self._ahead_open = 0
 
     def _prefill_prefix(self) -> None:
         """Run the fixed prompt prefix once and keep its KV cache (subclass stores it)."""
@@ -84,20 +106,34 @@ class Backend:
         return feats
 
     def prefill(self, image_features: np.ndarray) -> np.ndarray:
-        """Restore the prefix cache, run image + question; logits of the answer tokens."""
+        """Restore the prefix cache, run image + question + lookahead tokens; answer-token
+        logits [rows, K] at the prompt's last position and at each lookahead token."""
         self._reset_to_prefix()
         rest = self._prompt_embeds[self.prompt.image_start :].copy()
         rest[: self.prompt.image_tokens] = image_features
-        return self._step(rest)
+        if self.lookahead:
+            rest = np.concatenate([rest, [self._answer_embeds[t] for t in self.lookahead]])
+        logits = self._step(rest, self.rows)
+        self._ahead_at, self._ahead_open = self.past - len(self.lookahead), len(self.lookahead)
+        return logits
 
-    def extend(self, tokens: list[int]) -> np.ndarray:
-        """Feed chosen answer tokens; logits of the answer tokens at the last one."""
-        return self._step(np.stack([self._answer_embeds[t] for t in tokens]))
+    def extend(self, tokens: list[int], kept: int | None = None) -> np.ndarray:
+        """Feed chosen answer tokens; answer-token logits at the last one. `kept`: how many
+        prefilled lookahead tokens the answer kept (the others are masked out from now on)."""
+        if kept is not None and self._ahead_open:
+            if kept < self._ahead_open:
+                self._mask[self._ahead_at + kept : self._ahead_at + self._ahead_open] = 0
+                self._next_pos = self._ahead_at + kept
+            self._ahead_open = 0
+        return self._step(np.stack([self._answer_embeds[t] for t in tokens]), 1)[-1]
 
-    def _step(self, embeds: np.ndarray) -> np.ndarray:
+    def _step(self, embeds: np.ndarray, rows: int = 1) -> np.ndarray:
         n = embeds.shape[0]
-        logits = self._run_language(embeds[None].astype(np.float32), self.past, n)
-        self.past += n
+        mask = np.concatenate([self._mask, np.ones(n, dtype=np.int64)])
+        positions = np.arange(self._next_pos, self._next_pos + n, dtype=np.int64)
+        logits = self._run_language(embeds[None].astype(np.float32), mask[None], positions[None],
+                                    rows)
+        self._mask, self.past, self._next_pos = mask, self.past + n, self._next_pos + n
         return logits
 
     # -- subclass hooks --
@@ -110,8 +146,10 @@ class Backend:
     def _reset_to_prefix(self) -> None:
         raise NotImplementedError
 
-    def _run_language(self, embeds: np.ndarray, past: int, n: int) -> np.ndarray:
-        """Run n new positions after `past` cached ones; answer-token logits at the last one."""
+    def _run_language(self, embeds: np.ndarray, mask: np.ndarray, positions: np.ndarray,
+                      rows: int) -> np.ndarray:
+        """Run the new positions (embeds [1, n, H], position ids [1, n]) after the cached ones
+        (mask [1, past + n] covers both); answer-token logits [rows, K] of the last rows."""
         raise NotImplementedError
 
     def close(self) -> None:

@@ -54,6 +54,25 @@ class LabelTrie:
         self.tokens: tuple[int, ...] = tuple(sorted(self._collect(self.root)))
         #: The most tokens an answer takes (its KV cache need beyond the prompt).
         self.depth: int = self._depth(self.root)
+        #: Tokens worth appending to the prompt's prefill: the forced path from the root to the
+        #: branching point under the root's busiest child (" thumbs" before " up" / " down").
+        #: If the model picks it, that branch's logits come with the prefill and save a step.
+        self.lookahead: tuple[int, ...] = self._lookahead()
+
+    def _count(self, node: _Node) -> int:
+        return (node.label is not None) + sum(self._count(c) for c in node.children.values())
+
+    def _lookahead(self) -> tuple[int, ...]:
+        best: tuple[int, ...] = ()
+        best_count = 0
+        for tok, child in self.root.children.items():
+            path, node = [tok], child
+            while len(node.children) == 1:
+                (t, node), = node.children.items()
+                path.append(t)
+            if node.children and self._count(child) > best_count:
+                best, best_count = tuple(path), self._count(child)
+        return best
 
     def _depth(self, node: _Node) -> int:
         return max((1 + self._depth(c) for c in node.children.values()), default=0)
@@ -79,9 +98,10 @@ class Decoded:
     model_calls: int  # forward passes made after the prompt's
 
 
-#: Called with the tokens chosen since the last call (none for the prompt's own logits); returns
-#: logits for `LabelTrie.tokens`, in that order, at the last position.
-LogitsFn = Callable[[list[int]], np.ndarray]
+#: Called with chosen tokens the model has not seen and, on the first call after the prefill, how
+#: many of the prefilled lookahead tokens the answer kept (the rest must be forgotten), else None;
+#: returns logits for `LabelTrie.tokens`, in that order, at the last position.
+LogitsFn = Callable[[list[int], int | None], np.ndarray]
 
 
 def masked_softmax(logits: np.ndarray) -> np.ndarray:
@@ -90,13 +110,27 @@ def masked_softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    while n < len(a) and n < len(b) and a[n] == b[n]:
+        n += 1
+    return n
+
+
 def decode(trie: LabelTrie, first_logits: np.ndarray, next_logits: LogitsFn) -> Decoded:
-    """Greedy decode under the trie mask, starting from the prompt's last-position logits."""
+    """Greedy decode under the trie mask.
+
+    first_logits: [1 + k, len(trie.tokens)]: the prompt's last position, then the positions of
+    the first k tokens of `trie.lookahead` prefilled after it (k may be 0; a 1-D array is k=0).
+    """
     column = {tok: i for i, tok in enumerate(trie.tokens)}
+    rows = np.atleast_2d(np.asarray(first_logits))
+    ahead = tuple(trie.lookahead[: rows.shape[0] - 1])
+    resolved = not ahead  # whether the model was told which lookahead tokens to keep
     node = trie.root
-    logits = np.asarray(first_logits)
-    pending: list[int] = []  # chosen tokens the model has not seen yet
     chosen: list[int] = []
+    fed = 0  # chosen tokens the model has seen
+    logits = rows[0]
     probability = 1.0
     calls = 0
     while node.label is None:
@@ -104,15 +138,19 @@ def decode(trie: LabelTrie, first_logits: np.ndarray, next_logits: LogitsFn) -> 
         if len(options) == 1:
             tok, p = options[0], 1.0
         else:
-            if pending:
-                logits = np.asarray(next_logits(pending))
+            n = len(chosen)
+            if not resolved and n <= len(ahead) and tuple(chosen) == ahead[:n]:
+                logits, fed = rows[n], n  # computed with the prefill
+            elif n > fed:
+                kept = None if resolved else _common_prefix(chosen, ahead)
+                start = fed if resolved else kept
+                logits = np.asarray(next_logits(chosen[start:], kept))
+                resolved, fed = True, n
                 calls += 1
-                pending = []
             probs = masked_softmax(logits[[column[t] for t in options]])
             best = int(np.argmax(probs))
             tok, p = options[best], float(probs[best])
         probability *= p
         chosen.append(tok)
-        pending.append(tok)
         node = node.children[tok]
     return Decoded(node.label, probability, tuple(chosen), calls)

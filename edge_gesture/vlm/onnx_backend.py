@@ -51,8 +51,9 @@ class OnnxBackend(Backend):
         prompt: Prompt,
         answer_tokens: tuple[int, ...],
         opts: BackendOptions,
+        lookahead: tuple[int, ...] = (),
     ):
-        super().__init__(manifest, prompt, answer_tokens)
+        super().__init__(manifest, prompt, answer_tokens, lookahead)
         if manifest.device_profile == "npu":
             raise BackendError(
                 f"{root}: an ONNX npu-profile bundle is not run by the daemon: for an NPU export "
@@ -77,7 +78,7 @@ class OnnxBackend(Backend):
         self._lm = session("language", opts.language_device)
         self._emb = emb
         self._vis_inputs = {i.name for i in self._vis.get_inputs()}
-        self._mask, self._pos = patch_inputs(manifest)
+        self._patch_mask, self._patch_pos = patch_inputs(manifest)
         lang = manifest.language
         self._kv_names = [
             (f"past_key_values.{i}.{kind}", f"present.{i}.{kind}")
@@ -106,9 +107,9 @@ class OnnxBackend(Backend):
     def _vision(self, pixel_values: np.ndarray) -> np.ndarray:
         feed = {"pixel_values": pixel_values}
         if "patch_attention_mask" in self._vis_inputs:
-            feed["patch_attention_mask"] = self._mask
+            feed["patch_attention_mask"] = self._patch_mask
         if "patch_position_ids" in self._vis_inputs:
-            feed["patch_position_ids"] = self._pos
+            feed["patch_position_ids"] = self._patch_pos
         return np.asarray(self._vis.run(None, feed)[0], dtype=np.float32)
 
     def _empty_kv(self) -> list[np.ndarray]:
@@ -118,7 +119,7 @@ class OnnxBackend(Backend):
 
     def _prefill_prefix(self) -> None:
         self._kv = self._empty_kv()
-        self.past = 0
+        self._start(0)
         prefix = self._prompt_embeds[: self.prompt.image_start]
         if len(prefix):
             self._step(prefix)
@@ -127,16 +128,17 @@ class OnnxBackend(Backend):
 
     def _reset_to_prefix(self) -> None:
         self._kv = self._prefix_kv
-        self.past = self._prefix_len
+        self._start(self._prefix_len)
 
-    def _run_language(self, embeds: np.ndarray, past: int, n: int) -> np.ndarray:
+    def _run_language(self, embeds: np.ndarray, mask: np.ndarray, positions: np.ndarray,
+                      rows: int) -> np.ndarray:
         feed = {
             "inputs_embeds": embeds.astype(self._embeds_dtype),
-            "attention_mask": np.ones((1, past + n), dtype=np.int64),
-            "position_ids": np.arange(past, past + n, dtype=np.int64)[None],
+            "attention_mask": mask,
+            "position_ids": positions,
         }
         for (name, _), value in zip(self._kv_names, self._kv, strict=True):
             feed[name] = value
         out = self._lm.run(self._outputs, feed)
         self._kv = out[1:]
-        return np.asarray(out[0][0, -1, self._answer_idx], dtype=np.float32)
+        return np.asarray(out[0][0, -rows:][:, self._answer_idx], dtype=np.float32)

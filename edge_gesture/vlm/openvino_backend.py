@@ -72,19 +72,20 @@ def _constant_value(core: ov.Core, output: ov.Output) -> np.ndarray:
 
 
 def answer_only_language_model(
-    core: ov.Core, model: ov.Model, answer_tokens: np.ndarray, *, last_only: bool = True
+    core: ov.Core, model: ov.Model, answer_tokens: np.ndarray, *, last: int | None = 1
 ) -> ov.Model:
-    """Rewrite the LM to return logits for `answer_tokens` only: at the last position
-    ([batch, K]), or with last_only=False at every position ([batch, seq, K]; static models,
-    whose last real token is not the last padded position)."""
+    """Rewrite the LM to return logits for `answer_tokens` only, at the `last` positions
+    ([batch, min(seq, last), K]), or with last=None at every position ([batch, seq, K]; static
+    models, whose last real token is not the last padded position)."""
     result, matmul = _logits_matmul(model)
     hidden = matmul.input_value(0)  # [batch, seq, hidden], after the final norm
     weight = _constant_value(core, matmul.input_value(1))
     transpose_b = matmul.get_attributes().get("transpose_b", False)
     rows = weight[answer_tokens] if transpose_b else weight[:, answer_tokens].T  # [K, hidden]
-    if last_only:
-        last = ops.gather(hidden, ops.constant(np.array([-1], dtype=np.int64)), ops.constant(1))
-        hidden = ops.squeeze(last, ops.constant(np.array([1], dtype=np.int64)))  # [batch, hidden]
+    if last is not None:  # Slice clamps: a 1-token step gives one row
+        hidden = ops.slice(hidden, np.array([-last], dtype=np.int64),
+                           np.array([np.iinfo(np.int64).max], dtype=np.int64),
+                           np.array([1], dtype=np.int64), np.array([1], dtype=np.int64))
     logits = ops.matmul(hidden, ops.constant(np.ascontiguousarray(rows)), False, True)
     result.input(0).replace_source_output(logits.output(0))
     logits.output(0).set_names({"logits"})
@@ -100,8 +101,9 @@ class OpenVinoBackend(Backend):
         prompt: Prompt,
         answer_tokens: tuple[int, ...],
         opts: BackendOptions,
+        lookahead: tuple[int, ...] = (),
     ):
-        super().__init__(manifest, prompt, answer_tokens)
+        super().__init__(manifest, prompt, answer_tokens, lookahead)
         self._static = manifest.static_shapes
         if self._static is None and not manifest.language.stateful:
             raise BackendError(f"{root}: the OpenVINO language model must be stateful")
@@ -116,7 +118,7 @@ class OpenVinoBackend(Backend):
         )
         self.devices = {"vision": vision_dev, "language": lang_dev}
         models = manifest.models
-        derived = _derived_dir(opts.cache_dir, manifest, prompt, answer_tokens)
+        derived = _derived_dir(opts.cache_dir, manifest, prompt, answer_tokens, self.rows)
         try:
             self._vis = core.compile_model(
                 str(root / models["vision"].file), vision_dev, compile_config(vision_dev, opts)
@@ -131,7 +133,7 @@ class OpenVinoBackend(Backend):
             else:
                 lm = answer_only_language_model(
                     core, core.read_model(str(root / models["language"].file)),
-                    self.answer_tokens, last_only=self._static is None,
+                    self.answer_tokens, last=None if self._static is not None else self.rows,
                 )
                 # Embeddings are needed only for the fixed prompt and the answer tokens:
                 # computed once here, then the embedding model is dropped.
@@ -150,7 +152,7 @@ class OpenVinoBackend(Backend):
         self._answer_embeds = dict(zip((int(t) for t in self.answer_tokens), answer, strict=True))
         self._vis_req = self._vis.create_infer_request()
         self._lm_req = self._lm.create_infer_request()
-        self._mask, self._pos = patch_inputs(manifest)
+        self._patch_mask, self._patch_pos = patch_inputs(manifest)
         self._vis_inputs = {i.get_any_name() for i in self._vis.inputs}
         if self._static is not None:
             self._init_static_kv()
@@ -174,14 +176,14 @@ class OpenVinoBackend(Backend):
     def _vision(self, pixel_values: np.ndarray) -> np.ndarray:
         feed = {"pixel_values": pixel_values}
         if "patch_attention_mask" in self._vis_inputs:
-            feed["patch_attention_mask"] = self._mask
+            feed["patch_attention_mask"] = self._patch_mask
         if "patch_position_ids" in self._vis_inputs:
-            feed["patch_position_ids"] = self._pos
+            feed["patch_position_ids"] = self._patch_pos
         return np.array(self._vis_req.infer(feed)[0], copy=True)
 
     def _prefill_prefix(self) -> None:
         self._lm_req.reset_state()
-        self.past = 0
+        self._start(0)
         prefix = self._prompt_embeds[: self.prompt.image_start]
         if len(prefix):
             self._step(prefix)
@@ -202,7 +204,7 @@ class OpenVinoBackend(Backend):
             if self._prefix_len:
                 for s in self._lm_req.query_state():
                     s.state = ov.Tensor(self._prefix_state[s.name])
-        self.past = self._prefix_len
+        self._start(self._prefix_len)
 
     # -- static (npu profile): the caller owns a fixed KV buffer, prompts go in chunks of C --
     def _init_static_kv(self) -> None:
@@ -218,47 +220,52 @@ class OpenVinoBackend(Backend):
         shape = (1, lang.num_key_value_heads, k, lang.head_dim)
         self._kv = [np.zeros(shape, dtype=np.float32) for _ in self._kv_names]
 
-    def _run_static(self, embeds: np.ndarray, past: int, n: int) -> np.ndarray:
+    def _run_static(self, embeds: np.ndarray, mask: np.ndarray, positions: np.ndarray,
+                    rows: int) -> np.ndarray:
         c, k = self._static.max_prompt_length, self._static.kv_length
-        logits = None
+        n = embeds.shape[1]
+        past = mask.shape[1] - n
+        out_rows = []
         for start in range(0, n, c):
             m = min(c, n - start)
             at = past + start  # buffer slots in use before this chunk
             x = np.zeros((1, c, embeds.shape[2]), dtype=np.float32)
             x[0, :m] = embeds[0, start: start + m]
-            mask = np.zeros((1, k + c), dtype=np.int64)
-            mask[0, :at] = 1
-            mask[0, k: k + m] = 1
+            full = np.zeros((1, k + c), dtype=np.int64)
+            full[0, :at] = mask[0, :at]
+            full[0, k: k + m] = 1
             pos = np.zeros((1, c), dtype=np.int64)
-            pos[0, :m] = np.arange(at, at + m)
-            feed = {"inputs_embeds": x, "attention_mask": mask, "position_ids": pos}
+            pos[0, :m] = positions[0, start: start + m]
+            feed = {"inputs_embeds": x, "attention_mask": full, "position_ids": pos}
             feed.update(zip(self._kv_names, self._kv, strict=True))
             out = self._lm_req.infer(feed)
             for buf, name in zip(self._kv, self._present, strict=True):
                 buf[:, :, at: at + m] = out[name][:, :, :m]
-            logits = out["logits"][0, m - 1]
-        return np.array(logits, dtype=np.float32, copy=True)
+            out_rows.append(np.array(out["logits"][0, :m], dtype=np.float32))
+        return np.concatenate(out_rows)[-rows:]
 
-    def _run_language(self, embeds: np.ndarray, past: int, n: int) -> np.ndarray:
+    def _run_language(self, embeds: np.ndarray, mask: np.ndarray, positions: np.ndarray,
+                      rows: int) -> np.ndarray:
         if self._static is not None:
-            return self._run_static(embeds, past, n)
+            return self._run_static(embeds, mask, positions, rows)
         out = self._lm_req.infer(
             {
                 "inputs_embeds": embeds,
-                "attention_mask": np.ones((1, past + n), dtype=np.int64),
-                "position_ids": np.arange(past, past + n, dtype=np.int64)[None],
+                "attention_mask": mask,
+                "position_ids": positions,
                 "beam_idx": np.zeros((1,), dtype=np.int32),
             }
         )
-        return np.array(out[0][0], dtype=np.float32, copy=True)
+        return np.array(out[0][0, -rows:], dtype=np.float32, copy=True)
 
 
 #: Bump when what _derived_dir holds changes meaning.
-_DERIVED_VERSION = 1
+_DERIVED_VERSION = 2
 
 
 def _derived_dir(
-    cache_dir: Path | None, manifest: BundleManifest, prompt: Prompt, answer_tokens: tuple[int, ...]
+    cache_dir: Path | None, manifest: BundleManifest, prompt: Prompt,
+    answer_tokens: tuple[int, ...], rows: int,
 ) -> Path | None:
     """Cache folder for what this runtime derives from the bundle for one prompt: the LM with
     the answer-only output layer, and the prompt's and answer tokens' embeddings. Keyed by the
@@ -275,6 +282,7 @@ def _derived_dir(
                 manifest.models["language"].file]).sha256,
             "prompt": prompt.ids.tolist(),
             "answer": list(answer_tokens),
+            "rows": rows,
         },
         sort_keys=True,
     )

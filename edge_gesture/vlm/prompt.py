@@ -32,7 +32,8 @@ DEFAULT_DESCRIPTIONS = {
     "call": "thumb and little finger extended, the other fingers curled, like a phone",
 }
 
-QUESTION = "Which gesture does the hand in the image show? Answer with one gesture from the list."
+# Short: it is prefilled on every decision, and the decoder already limits the answer to the list.
+QUESTION = "Which gesture from the list does the hand show?"
 
 
 class PromptError(Exception):

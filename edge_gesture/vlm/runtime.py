@@ -56,11 +56,12 @@ class VlmRuntime:
             end_token=self.manifest.tokens.end_of_utterance.id,
         )
         static = self.manifest.static_shapes
-        if static is not None and len(self.prompt.ids) + self.trie.depth > static.kv_length:
-            need = len(self.prompt.ids) + self.trie.depth
+        # The worst case: the lookahead prefilled, then a whole other answer after it.
+        need = len(self.prompt.ids) + len(self.trie.lookahead) + self.trie.depth
+        if static is not None and need > static.kv_length:
             raise BackendError(
-                f"the prompt ({len(self.prompt.ids)} tokens) and the longest answer "
-                f"({self.trie.depth}) need {need} KV slots; the bundle's static language model "
+                f"the prompt ({len(self.prompt.ids)} tokens) and the answer need up to {need} KV "
+                "slots; the bundle's static language model "
                 f"has {static.kv_length}: re-export with --kv-length {need} or more, or enable "
                 "fewer gestures"
             )
@@ -98,7 +99,7 @@ def _make_backend(
     if manifest.format == "openvino":
         from edge_gesture.vlm.openvino_backend import OpenVinoBackend
 
-        return OpenVinoBackend(root, manifest, prompt, trie.tokens, opts)
+        return OpenVinoBackend(root, manifest, prompt, trie.tokens, opts, trie.lookahead)
     from edge_gesture.vlm.onnx_backend import OnnxBackend
 
-    return OnnxBackend(root, manifest, prompt, trie.tokens, opts)
+    return OnnxBackend(root, manifest, prompt, trie.tokens, opts, trie.lookahead)
