@@ -177,7 +177,71 @@ def run(o: Options, progress: Progress | None = None) -> Result:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _run(o, progress, source, static, images, out, tmp) -> Result:
+def _openvino_parts(
+    o: Options,
+    progress: Progress,
+    source: Source,
+    model: Any,
+    processor: Any,
+    static: StaticShapes | None,
+    images: list[Path],
+    work: Path,
+    stage: Path,
+) -> dict[str, ModelPart]:
+    with progress.step("converting with optimum-intel (fp32 OpenVINO IR)"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        openvino_export.convert_fp32(source.path, work)
+    samples = None
+    if images:
+        with progress.step(f"preprocessing {len(images)} calibration images"):
+            import openvino as ov
+
+            vision_xml = work / f"{openvino_export.NAMES['vision']}.xml"
+            samples = calibration.vision_samples(
+                images,
+                processor,
+                [p.get_any_name() for p in ov.Core().read_model(vision_xml).inputs],
+                facts.patch_position_ids(model),
+            )
+    parts = openvino_export.build(
+        work,
+        stage,
+        weights=o.weights,
+        static=static,
+        calibration=samples,
+        torch_model=model,
+        progress=progress,
+    )
+    if static is None:
+        # With these, optimum-intel's OVModelForVisualCausalLM loads the bundle as it is.
+        for name in ("config.json", "generation_config.json"):
+            if (work / name).is_file():
+                shutil.copy2(work / name, stage / name)
+    return parts
+
+
+def _onnx_parts(
+    o: Options, progress: Progress, model: Any, static: StaticShapes | None, work: Path, stage: Path
+) -> dict[str, ModelPart]:
+    with progress.step("exporting ONNX (fp32)"):
+        onnx_export.export_fp32(model, work, static, facts.patch_position_ids(model))
+    if o.weights == "int8":
+        with progress.step("quantizing ONNX weights to INT8 (ONNX Runtime, dynamic)"):
+            onnx_export.quantize_int8(work, stage)
+    else:
+        onnx_export.copy_fp32(work, stage)
+    return onnx_export.describe(stage, o.weights)
+
+
+def _run(
+    o: Options,
+    progress: Progress,
+    source: Source,
+    static: StaticShapes | None,
+    images: list[Path],
+    out: Path,
+    tmp: Path,
+) -> Result:
     work, stage = tmp / "work", tmp / "bundle"
     stage.mkdir(parents=True)
     with progress.step("loading the PyTorch model"), warnings.catch_warnings():
@@ -190,44 +254,9 @@ def _run(o, progress, source, static, images, out, tmp) -> Result:
             model, processor, verify.verification_image(size), prompt, verify.DECODE_STEPS
         )
     if o.format == "openvino":
-        with progress.step("converting with optimum-intel (fp32 OpenVINO IR)"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            openvino_export.convert_fp32(source.path, work)
-        samples = None
-        if images:
-            with progress.step(f"preprocessing {len(images)} calibration images"):
-                import openvino as ov
-
-                vision_inputs = [
-                    p.get_any_name()
-                    for p in ov.Core().read_model(work / f"{openvino_export.NAMES['vision']}.xml").inputs
-                ]
-                samples = calibration.vision_samples(
-                    images, processor, vision_inputs, facts.patch_position_ids(model)
-                )
-        parts = openvino_export.build(
-            work,
-            stage,
-            weights=o.weights,
-            static=static,
-            calibration=samples,
-            torch_model=model,
-            progress=progress,
-        )
-        if static is None:
-            # With these, optimum-intel's OVModelForVisualCausalLM loads the bundle as it is.
-            for name in ("config.json", "generation_config.json"):
-                if (work / name).is_file():
-                    shutil.copy2(work / name, stage / name)
+        parts = _openvino_parts(o, progress, source, model, processor, static, images, work, stage)
     else:
-        with progress.step("exporting ONNX (fp32)"):
-            onnx_export.export_fp32(model, work, static, facts.patch_position_ids(model))
-        if o.weights == "int8":
-            with progress.step("quantizing ONNX weights to INT8 (ONNX Runtime, dynamic)"):
-                onnx_export.quantize_int8(work, stage)
-        else:
-            onnx_export.copy_fp32(work, stage)
-        parts = onnx_export.describe(stage, o.weights)
+        parts = _onnx_parts(o, progress, model, static, work, stage)
     processor.save_pretrained(stage)  # tokenizer.json, and the processor with splitting off
     for name in SLOW_TOKENIZER_FILES:  # tokenizer.json holds all of it; no need to ship twice
         (stage / name).unlink(missing_ok=True)
