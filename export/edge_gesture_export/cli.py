@@ -61,7 +61,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-prompt-length", type=int, default=128, help="npu: prompt chunk length in tokens")
     p.add_argument("--kv-length", type=int, default=192, help="npu: KV buffer slots (prompt + answer)")
-    p.add_argument("--output", type=Path, help="bundle folder (default: models/<name> in the repository)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        help="bundle folder (default: models/<name> in the repository); with --report, the "
+        "folder that keeps the report's bundles (default: a temporary one, removed)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument(
         "--report",
