@@ -138,6 +138,21 @@ def test_missing_or_corrupt_files_are_named(tiny_ov_bundle, tmp_path):
         VlmRuntime(b, GESTURES, F32)
 
 
+def test_checksums_are_checked_again_when_a_file_changes(tiny_ov_bundle, tmp_path):
+    """Start-up skips re-hashing files already verified, but never for a rewritten file."""
+    b = copy_bundle(tiny_ov_bundle, tmp_path / "b")
+    opts = BackendOptions(cache_dir=tmp_path / "cache")
+    VlmRuntime(b, GESTURES, opts)
+    assert len(list((tmp_path / "cache" / "vlm" / "verified").iterdir())) == 1
+    VlmRuntime(b, GESTURES, opts)  # verified before: fine
+    path = b / "openvino_language_model.bin"
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0x01
+    path.write_bytes(bytes(data))  # same size, new contents
+    with pytest.raises(BundleError, match=r"openvino_language_model\.bin: sha256"):
+        VlmRuntime(b, GESTURES, opts)
+
+
 def test_a_manifest_from_a_newer_tool_is_refused(tiny_ov_bundle, tmp_path):
     b = copy_bundle(tiny_ov_bundle, tmp_path / "newer")
     m = json.loads((b / MANIFEST_NAME).read_text())

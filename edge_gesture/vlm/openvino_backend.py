@@ -118,7 +118,9 @@ class OpenVinoBackend(Backend):
         )
         self.devices = {"vision": vision_dev, "language": lang_dev}
         models = manifest.models
-        derived = _derived_dir(opts.cache_dir, manifest, prompt, answer_tokens, self.rows)
+        derived = _derived_dir(opts.cache_dir, manifest, prompt, answer_tokens, self.rows,
+                               opts.precision)
+        self._derived = derived
         try:
             self._vis = core.compile_model(
                 str(root / models["vision"].file), vision_dev, compile_config(vision_dev, opts)
@@ -185,6 +187,14 @@ class OpenVinoBackend(Backend):
         self._lm_req.reset_state()
         self._start(0)
         prefix = self._prompt_embeds[: self.prompt.image_start]
+        saved = self._derived / "prefix_state.npz" if self._derived is not None else None
+        if self._static is None and saved is not None and saved.is_file():
+            # Warm start: the prefix's KV cache from an earlier run (same model, same prompt).
+            with np.load(saved) as z:
+                self._prefix_state = {name: z[name] for name in z.files}
+            self._prefix_len = len(prefix)
+            self._start(self._prefix_len)
+            return
         if len(prefix):
             self._step(prefix)
         self._prefix_len = self.past
@@ -194,6 +204,8 @@ class OpenVinoBackend(Backend):
             self._prefix_state = {
                 s.name: np.array(s.state.data, copy=True) for s in self._lm_req.query_state()
             }
+            if saved is not None:
+                np.savez(saved, **self._prefix_state)
 
     def _reset_to_prefix(self) -> None:
         if self._static is not None:
@@ -265,10 +277,11 @@ _DERIVED_VERSION = 2
 
 def _derived_dir(
     cache_dir: Path | None, manifest: BundleManifest, prompt: Prompt,
-    answer_tokens: tuple[int, ...], rows: int,
+    answer_tokens: tuple[int, ...], rows: int, precision: str,
 ) -> Path | None:
     """Cache folder for what this runtime derives from the bundle for one prompt: the LM with
-    the answer-only output layer, and the prompt's and answer tokens' embeddings. Keyed by the
+    the answer-only output layer, the prompt's and answer tokens' embeddings, and the KV cache
+    of the prompt's fixed prefix. Keyed by the
     model files' checksums, the prompt and the answer tokens, so any change makes a new one."""
     if cache_dir is None:
         return None
@@ -283,6 +296,7 @@ def _derived_dir(
             "prompt": prompt.ids.tolist(),
             "answer": list(answer_tokens),
             "rows": rows,
+            "precision": precision,  # the saved prefix KV cache was computed at it
         },
         sort_keys=True,
     )

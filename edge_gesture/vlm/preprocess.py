@@ -59,7 +59,6 @@ _FILTERS = {
 }
 
 
-@lru_cache(maxsize=64)
 def pil_resize_matrix(in_size: int, out_size: int, resample: str) -> np.ndarray:
     """(out_size, in_size) weights of PIL's 1-D resize; rows sum to 1."""
     if resample not in _FILTERS:
@@ -90,14 +89,20 @@ def _pre_resize_shape(h: int, w: int, longest: int) -> tuple[int, int]:
     return max(h2, 1), max(w2, 1)
 
 
-@lru_cache(maxsize=128)
+@lru_cache(maxsize=4)
+def _cached_resize_matrix(in_size: int, out_size: int, resample: str) -> np.ndarray:
+    return pil_resize_matrix(in_size, out_size, resample)
+
+
+# Few sizes occur (crop sides are multiples of SIDE_STEP); each entry is about 1-3 MB.
+@lru_cache(maxsize=24)
 def _axis_matrices(
     h: int, w: int, size: int, pre_resize: int | None, resample: str
 ) -> tuple[np.ndarray, np.ndarray]:
     if pre_resize:
         h1, w1 = _pre_resize_shape(h, w, pre_resize)
-        rows = pil_resize_matrix(h1, size, resample) @ pil_resize_matrix(h, h1, resample)
-        cols = pil_resize_matrix(w1, size, resample) @ pil_resize_matrix(w, w1, resample)
+        rows = _cached_resize_matrix(h1, size, resample) @ pil_resize_matrix(h, h1, resample)
+        cols = _cached_resize_matrix(w1, size, resample) @ pil_resize_matrix(w, w1, resample)
     else:
         rows = pil_resize_matrix(h, size, resample)
         cols = pil_resize_matrix(w, size, resample)

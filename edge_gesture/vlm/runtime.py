@@ -8,6 +8,7 @@ image and question, then constrained decoding.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from edge_gesture.bundle import BundleManifest, load_bundle_manifest
+from edge_gesture.bundle import MANIFEST_NAME, BundleManifest, load_bundle_manifest
 from edge_gesture.vlm.backend import Backend, BackendError, BackendOptions
 from edge_gesture.vlm.decode import Decoded, LabelTrie, decode
 from edge_gesture.vlm.preprocess import pixel_values
@@ -44,7 +45,12 @@ class VlmRuntime:
         verify_checksums: bool = True,
     ):
         self.root = Path(bundle)
-        self.manifest: BundleManifest = load_bundle_manifest(self.root, checksums=verify_checksums)
+        stamp = _verified_stamp(self.root, opts.cache_dir) if verify_checksums else None
+        full = verify_checksums and not (stamp is not None and stamp.exists())
+        self.manifest: BundleManifest = load_bundle_manifest(self.root, checksums=full)
+        if full and stamp is not None:
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.touch()
         tok_path = self.root / self.manifest.tokenizer
         try:
             self.tokenizer = Tokenizer.from_file(str(tok_path))
@@ -91,6 +97,24 @@ class VlmRuntime:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def _verified_stamp(root: Path, cache_dir: Path | None) -> Path | None:
+    """A marker meaning "these exact files passed the sha256 check": named after the manifest
+    and every file's size, mtime and inode, so any replaced or rewritten file hashes again.
+    Sizes are still checked on every load."""
+    if cache_dir is None:
+        return None
+    h = hashlib.sha256()
+    try:
+        h.update((root / MANIFEST_NAME).read_bytes())
+        for p in sorted(root.rglob("*")):
+            if p.is_file():
+                st = p.stat()
+                h.update(f"{p.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}\n".encode())
+    except OSError:
+        return None  # load_bundle_manifest reports what is wrong
+    return Path(cache_dir) / "vlm" / "verified" / h.hexdigest()[:32]
 
 
 def _make_backend(
