@@ -498,7 +498,9 @@ class VlmConfig(Section):
         "when onnxruntime-openvino is installed, else the CPU's.",
     )
     verify_checksums: bool = Field(
-        True, description="Check every bundle file's sha256 at start-up (about 0.3 s per 250 MB)."
+        True,
+        description="Check every bundle file's sha256 at start-up (about 0.3 s per 250 MB); a "
+        "file version that passed is remembered in the cache directory and not hashed again.",
     )
     max_rate_hz: Annotated[float, Field(gt=0, le=30)] = Field(
         2.0, description="Most VLM decisions per second (one runs at a time whatever this says)."
