@@ -20,6 +20,7 @@ from tokenizers import Tokenizer
 from edge_gesture.bundle import MANIFEST_NAME, BundleManifest, load_bundle_manifest
 from edge_gesture.vlm.backend import Backend, BackendError, BackendOptions
 from edge_gesture.vlm.decode import Decoded, LabelTrie, decode
+from edge_gesture.vlm.memory import page_out_model_files
 from edge_gesture.vlm.preprocess import pixel_values
 from edge_gesture.vlm.prompt import Prompt, build_prompt, label_token_ids
 
@@ -45,6 +46,7 @@ class VlmRuntime:
         verify_checksums: bool = True,
     ):
         self.root = Path(bundle)
+        self._cache_dir = opts.cache_dir
         stamp = _verified_stamp(self.root, opts.cache_dir) if verify_checksums else None
         full = verify_checksums and not (stamp is not None and stamp.exists())
         self.manifest: BundleManifest = load_bundle_manifest(self.root, checksums=full)
@@ -91,9 +93,13 @@ class VlmRuntime:
         return result, Timings(t1 - t0, t2 - t1, t3 - t2)
 
     def warm_up(self) -> Timings:
-        """One decision on a grey image: first inferences allocate and tune kernels."""
+        """One decision on a grey image: first inferences allocate and tune kernels. Then the
+        model-file pages compiling and warming up touched are handed back (see memory.py)."""
         size = self.manifest.image.size
-        return self.classify(np.full((size, size, 3), 128, dtype=np.uint8))[1]
+        timings = self.classify(np.full((size, size, 3), 128, dtype=np.uint8))[1]
+        folders = [self.root] + ([self._cache_dir] if self._cache_dir is not None else [])
+        page_out_model_files(folders)
+        return timings
 
     def close(self) -> None:
         self.backend.close()
