@@ -82,8 +82,9 @@ class FramePipeline:
 class Daemon:
     """Runs the pipeline until asked to stop or until a file source ends."""
 
-    def __init__(self, cfg: Config, source: str | None = None, publisher=None,
-                 config_path=None, source_override: str | None = None):
+    def __init__(self, cfg: Config, publisher=None, config_path=None,
+                 source_override: str | None = None):
+        """`source_override` is `run --source`: kept across SIGHUP reloads of `config_path`."""
         from edge_gesture.publish import Publisher  # paho is only needed by a running daemon
         from edge_gesture.service import ServiceHooks
 
@@ -96,7 +97,7 @@ class Daemon:
             self.vlm = VlmWorker(cfg)
             self.vlm.start(wait_s=0)
         self.slot = LatestFrameSlot()
-        self.capture = CaptureThread(cfg.capture, self.slot, source)
+        self.capture = CaptureThread(cfg.capture, self.slot)
         self.pipeline = FramePipeline(cfg, vlm=self.vlm)
         self.publisher = publisher or Publisher(cfg)
         self.stats = PipelineStats()
