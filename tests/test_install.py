@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge_gesture.config import load_config
+from edge_gesture import install as install_module
 from edge_gesture.install import InstallError, install, packaged
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,23 +77,43 @@ def test_reinstall_replaces_the_unit(tmp_path):
 
 
 @pytest.mark.parametrize("program, reason", [
-    ("/home/me/venv/bin/edge-gesture", "under /home"),
-    ("/tmp/venv/bin/edge-gesture", "under /tmp"),
     ("relative/edge-gesture", "absolute path"),
     ("/opt/my venv/bin/edge-gesture", "spaces"),
 ])
-def test_program_the_sandbox_could_not_run_is_refused(tmp_path, program, reason):
+def test_program_exec_start_cannot_express_is_refused(tmp_path, program, reason):
     with pytest.raises(InstallError, match=reason):
         install(tmp_path, program=[program])
     assert not (tmp_path / "etc/systemd/system/edge-gesture.service").exists()
+
+
+@pytest.mark.parametrize("program, reason", [
+    ("/home/me/venv/bin/edge-gesture", "under /home"),
+    ("/tmp/venv/bin/edge-gesture", "under /tmp"),
+])
+def test_program_the_sandbox_hides_is_refused_on_this_system(monkeypatch, program, reason):
+    def never(*_args):
+        raise AssertionError("wrote a file before refusing")
+
+    monkeypatch.setattr(install_module.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(install_module, "_write", never)
+    with pytest.raises(InstallError, match=reason):
+        install(Path("/"), program=[program])
+
+
+def test_program_the_sandbox_hides_is_only_warned_about_when_staging(tmp_path):
+    # A staged root goes to another machine, where the program's place is what counts.
+    done = install(tmp_path, program=["/tmp/venv/bin/edge-gesture"])
+    assert (tmp_path / "etc/systemd/system/edge-gesture.service").is_file()
+    assert any("under /tmp" in w and "/opt" in w for w in done.warnings)
 
 
 def test_missing_render_group_is_warned_about(tmp_path):
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/group").write_text("root:x:0:\nvideo:x:44:\n")
     done = install(tmp_path, program=PROGRAM)
-    assert len(done.warnings) == 1
-    assert "'render'" in done.warnings[0] and "groupadd --system render" in done.warnings[0]
+    groups = [w for w in done.warnings if "group" in w]
+    assert len(groups) == 1
+    assert "'render'" in groups[0] and "groupadd --system render" in groups[0]
 
 
 def test_world_readable_password_file_is_warned_about(tmp_path):
@@ -112,6 +133,6 @@ def test_command_line(tmp_path):
     assert "enable --now edge-gesture" in r.stdout
     assert load_config(tmp_path / "etc/edge-gesture/config.toml").capture.source == "1"
     bad = subprocess.run([sys.executable, "-m", "edge_gesture.install", "--root", str(tmp_path),
-                          "--program", "/home/x/edge-gesture"], capture_output=True, text=True,
+                          "--program", "relative/edge-gesture"], capture_output=True, text=True,
                          cwd=REPO)
-    assert bad.returncode == 2 and "error:" in bad.stderr and "/opt" in bad.stderr
+    assert bad.returncode == 2 and "error:" in bad.stderr and "absolute path" in bad.stderr
