@@ -121,9 +121,11 @@ class OpenVinoBackend(Backend):
         derived = _derived_dir(opts.cache_dir, manifest, prompt, answer_tokens, self.rows,
                                opts.precision)
         self._derived = derived
+        self._patch_mask, self._patch_pos = patch_inputs(manifest)
         try:
             self._vis = core.compile_model(
-                str(root / models["vision"].file), vision_dev, compile_config(vision_dev, opts)
+                self._one_image_vision_model(core, root / models["vision"].file),
+                vision_dev, compile_config(vision_dev, opts),
             )
             lm_path = derived / "language_answers.xml" if derived else None
             emb_path = derived / "embeddings.npz" if derived else None
@@ -154,11 +156,25 @@ class OpenVinoBackend(Backend):
         self._answer_embeds = dict(zip((int(t) for t in self.answer_tokens), answer, strict=True))
         self._vis_req = self._vis.create_infer_request()
         self._lm_req = self._lm.create_infer_request()
-        self._patch_mask, self._patch_pos = patch_inputs(manifest)
         self._vis_inputs = {i.get_any_name() for i in self._vis.inputs}
         if self._static is not None:
             self._init_static_kv()
         self._prefill_prefix()
+
+    def _one_image_vision_model(self, core: ov.Core, path: Path) -> ov.Model:
+        """The vision model with the shapes of the one image the daemon sends. The export keeps
+        them dynamic (batch and image size) for optimum-intel; fixed shapes let the plugin plan
+        its kernels and memory once (about 10% faster on the CPU, and what GPU and NPU prefer)."""
+        model = core.read_model(str(path))
+        size = self.manifest.image.size
+        fixed = {"pixel_values": [1, 3, size, size],
+                 "patch_attention_mask": list(self._patch_mask.shape),
+                 "patch_position_ids": list(self._patch_pos.shape)}
+        shapes = {i.get_any_name(): fixed[i.get_any_name()] for i in model.inputs
+                  if i.get_any_name() in fixed and i.get_partial_shape().is_dynamic}
+        if shapes:
+            model.reshape(shapes)
+        return model
 
     def _embed(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)

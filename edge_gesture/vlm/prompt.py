@@ -1,10 +1,12 @@
 """The VLM's question, built once at start-up from the enabled gestures.
 
-The gesture list (name and one-line description each) goes before the image and the short
-question after it. The list is the long part and never changes while the daemon runs, so
-everything up to the image can be prefilled once and its KV cache reused for every decision; only
-the image and the question are prefilled per decision. Gesture names are shown and answered in
-words ("thumbs up"), which a language model spells more naturally than identifiers.
+The user turn is the gesture list (name and one-line description each), the question, then the
+image: the chat template's rendering of a text-then-image message. Everything before the image
+never changes while the daemon runs, so it is prefilled once and its KV cache reused; per
+decision only the image and the few tokens that close the turn are prefilled (OpenVINO's CPU
+plugin spends about 1 ms per token prefilled after a cached prefix, so each token counts).
+Gesture names are shown and answered in words ("thumbs up"), which a language model spells
+more naturally than identifiers.
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ def build_prompt(
 ) -> Prompt:
     """gestures: (name, description) pairs of the enabled gestures, in config order."""
     spec = manifest.prompt
-    text = spec.template.replace(spec.question_placeholder, QUESTION).replace(
-        spec.image_placeholder, gesture_list(gestures) + spec.image_sequence
+    text = spec.template.replace(spec.question_placeholder, "").replace(
+        spec.image_placeholder, gesture_list(gestures) + QUESTION + "\n" + spec.image_sequence
     )
     ids = np.asarray(
         tokenizer.encode(text, add_special_tokens=spec.add_special_tokens).ids, dtype=np.int64
