@@ -233,3 +233,21 @@ def test_static_npu_profile_bundle_gives_the_same_answers(tiny_ov_bundle, tiny_n
              for i in range(6)]
     with pytest.raises(BackendError, match="re-export with --kv-length"):
         VlmRuntime(tiny_npu_bundle, wordy, F32)
+
+
+@pytest.mark.parametrize("fmt", ["openvino", "onnx"])
+def test_smolvlm2_checkpoint_exports_and_matches_pytorch(tiny_smolvlm2_checkpoint, tmp_path, fmt):
+    from transformers import SmolVLMForConditionalGeneration
+
+    from tests.vlm_fixtures import export_bundle
+
+    bundle = export_bundle(tiny_smolvlm2_checkpoint, tmp_path / "b", "--format", fmt,
+                           "--weights", "fp32")
+    rt = VlmRuntime(bundle, GESTURES, BackendOptions(precision="f32", cache_dir=tmp_path / "c"))
+    assert rt.manifest.source.model_type == "smolvlm"
+    model = SmolVLMForConditionalGeneration.from_pretrained(tiny_smolvlm2_checkpoint).eval()
+    pv = pixel_values(crop(1), rt.manifest.image)
+    ref = torch_logits(model, rt.prompt.ids, pv)[list(rt.trie.tokens)]
+    assert np.abs(ref).max() > 0.5
+    np.testing.assert_allclose(rt.backend.prefill(rt.backend.vision(pv))[0], ref, atol=2e-4)
+    assert rt.classify(crop(2))[0].label in rt.labels

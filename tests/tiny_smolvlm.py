@@ -1,7 +1,7 @@
 """SmolVLM checkpoints with random weights, built on the spot (no weights can be downloaded here).
 
 - `build_tiny_smolvlm(dest)`: a tiny Idefics3 (SmolVLM) model, processor and tokenizer, saved as a
-  Hugging Face checkpoint folder. The tokenizer is trained in place and has SmolVLM's special tokens
+  Hugging Face checkpoint folder (`family="smolvlm"`: the SmolVLM2 classes instead). The tokenizer is trained in place and has SmolVLM's special tokens
   (`<image>`, `<fake_token_around_image>`, `<global-img>`, `<end_of_utterance>`, the chat markers),
   its chat template is SmolVLM's, image splitting is off and the image is 64x64 (16 image tokens),
   so exporting and running it takes seconds.
@@ -74,32 +74,56 @@ def _tiny_tokenizer():
     return fast
 
 
-def build_tiny_smolvlm(dest: Path, *, seed: int = 0) -> Path:
-    """Save a tiny random Idefics3 checkpoint (model, processor, tokenizer) in dest; return dest."""
-    import torch
-    from transformers import (
-        Idefics3Config,
-        Idefics3ForConditionalGeneration,
-        Idefics3ImageProcessor,
-        Idefics3Processor,
-    )
+def _classes(family: str):
+    """(config, model, image processor, processor, extra processor parts) of a model family:
+    idefics3 is SmolVLM (v1), smolvlm is SmolVLM2, whose processor also holds a video part."""
+    if family == "idefics3":
+        from transformers import (
+            Idefics3Config,
+            Idefics3ForConditionalGeneration,
+            Idefics3ImageProcessor,
+            Idefics3Processor,
+        )
 
+        return Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, \
+            Idefics3Processor, {}
+    if family == "smolvlm":
+        from transformers import (
+            SmolVLMConfig,
+            SmolVLMForConditionalGeneration,
+            SmolVLMImageProcessor,
+            SmolVLMProcessor,
+            SmolVLMVideoProcessor,
+        )
+
+        return SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessor, \
+            SmolVLMProcessor, {"video_processor": SmolVLMVideoProcessor()}
+    raise ValueError(f"unknown model family {family!r}")
+
+
+def build_tiny_smolvlm(dest: Path, *, seed: int = 0, family: str = "idefics3") -> Path:
+    """Save a tiny random checkpoint (model, processor, tokenizer) in dest; return dest.
+    family: idefics3 (SmolVLM) or smolvlm (SmolVLM2)."""
+    import torch
+
+    config_cls, model_cls, image_processor_cls, processor_cls, extra = _classes(family)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     tokenizer = _tiny_tokenizer()
-    image_processor = Idefics3ImageProcessor(
+    image_processor = image_processor_cls(
         do_image_splitting=False,
         size={"longest_edge": 2 * TINY_IMAGE_SIZE},
         max_image_size={"longest_edge": TINY_IMAGE_SIZE},
     )
-    processor = Idefics3Processor(
+    processor = processor_cls(
         image_processor=image_processor,
         tokenizer=tokenizer,
         image_seq_len=TINY_IMAGE_TOKENS,
         chat_template=SMOLVLM_CHAT_TEMPLATE,
+        **extra,
     )
     vocab = len(tokenizer)
-    config = Idefics3Config(
+    config = config_cls(
         vision_config={
             "hidden_size": 32,
             "intermediate_size": 64,
@@ -131,7 +155,7 @@ def build_tiny_smolvlm(dest: Path, *, seed: int = 0) -> Path:
         vocab_size=vocab,
     )
     torch.manual_seed(seed)
-    model = Idefics3ForConditionalGeneration(config).eval()
+    model = model_cls(config).eval()
     # Random init gives near-uniform logits (every token within a hair of the next), so any
     # quantization would flip the arg-max; a sharper output layer gives the logits the spread a
     # trained model has, which is what the INT8 top-1 check is about.

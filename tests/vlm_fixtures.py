@@ -65,3 +65,13 @@ def tiny_npu_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
         tiny_checkpoint, tmp_path_factory.mktemp("npu") / "b", "--weights", "fp32",
         "--device-profile", "npu", "--max-prompt-length", "64", "--kv-length", "400",
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_smolvlm2_checkpoint(tmp_path_factory) -> Path:
+    """SmolVLM2's classes (model_type smolvlm; its processor has a video part, which needs
+    torchvision) with the same tiny sizes."""
+    _need_export_extra()
+    from tests.tiny_smolvlm import build_tiny_smolvlm
+
+    return build_tiny_smolvlm(tmp_path_factory.mktemp("tiny2") / "ckpt", family="smolvlm")
