@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_gesture.config import load_config
 from edge_gesture import install as install_module
+from edge_gesture.config import load_config
 from edge_gesture.install import InstallError, install, packaged
 
 REPO = Path(__file__).resolve().parent.parent

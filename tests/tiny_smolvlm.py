@@ -1,9 +1,10 @@
 """SmolVLM checkpoints with random weights, built on the spot (no weights can be downloaded here).
 
 - `build_tiny_smolvlm(dest)`: a tiny Idefics3 (SmolVLM) model, processor and tokenizer, saved as a
-  Hugging Face checkpoint folder (`family="smolvlm"`: the SmolVLM2 classes instead). The tokenizer is trained in place and has SmolVLM's special tokens
-  (`<image>`, `<fake_token_around_image>`, `<global-img>`, `<end_of_utterance>`, the chat markers),
-  its chat template is SmolVLM's, image splitting is off and the image is 64x64 (16 image tokens),
+  Hugging Face checkpoint folder (`family="smolvlm"`: the SmolVLM2 classes instead). The
+  tokenizer is trained in place and has SmolVLM's special tokens (`<image>`,
+  `<fake_token_around_image>`, `<global-img>`, `<end_of_utterance>`, the chat markers), its chat
+  template is SmolVLM's, image splitting is off and the image is 64x64 (16 image tokens),
   so exporting and running it takes seconds.
 - `build_full_smolvlm(dest, shared)`: the exact SmolVLM-256M-Instruct architecture with random
   weights, from the config, processor and tokenizer files in ../shared/smolvlm-256m-instruct; for
