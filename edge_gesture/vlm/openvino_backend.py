@@ -21,6 +21,7 @@ import openvino.opset13 as ops
 from edge_gesture.bundle import BundleManifest
 from edge_gesture.vlm import devices
 from edge_gesture.vlm.backend import Backend, BackendError, BackendOptions, patch_inputs
+from edge_gesture.vlm.memory import page_out_model_files
 from edge_gesture.vlm.prompt import Prompt
 
 log = logging.getLogger(__name__)
@@ -122,11 +123,15 @@ class OpenVinoBackend(Backend):
                                opts.precision)
         self._derived = derived
         self._patch_mask, self._patch_pos = patch_inputs(manifest)
+        model_dirs = [root] + ([opts.cache_dir] if opts.cache_dir is not None else [])
         try:
             self._vis = core.compile_model(
                 self._one_image_vision_model(core, root / models["vision"].file),
                 vision_dev, compile_config(vision_dev, opts),
             )
+            # Each compile leaves the file pages it read resident; handing them back between the
+            # compiles keeps them from adding up (the start-up peak is ~90 MB lower).
+            page_out_model_files(model_dirs)
             lm_path = derived / "language_answers.xml" if derived else None
             emb_path = derived / "embeddings.npz" if derived else None
             if lm_path is not None and lm_path.is_file() and emb_path.is_file():
@@ -151,6 +156,7 @@ class OpenVinoBackend(Backend):
                     ov.save_model(lm, str(lm_path), compress_to_fp16=False)
                     np.savez(emb_path, prompt=self._prompt_embeds, answer=answer)
             self._lm = core.compile_model(lm, lang_dev, compile_config(lang_dev, opts))
+            page_out_model_files(model_dirs)
         except RuntimeError as e:
             raise BackendError(f"OpenVINO could not load {root}: {_first_line(e)}") from None
         self._answer_embeds = dict(zip((int(t) for t in self.answer_tokens), answer, strict=True))
