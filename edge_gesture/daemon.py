@@ -182,7 +182,9 @@ class Daemon:
         self.capture.stop()
         self.pipeline.close()
         if self.vlm is not None:
-            self.vlm.stop()
+            # Lets the decision in flight finish (a CPU decision takes well under a second), but
+            # never so long that offline and the exit miss systemd's 5 s.
+            self.vlm.stop(timeout=2.0)
         self.publisher.stop()
         self.capture.join(timeout=2)
         self.service.close()
