@@ -21,9 +21,11 @@ log = logging.getLogger(__name__)
 _MADV_PAGEOUT = 21
 
 
-def mapped_ranges(under: Iterable[Path], maps: str = "/proc/self/maps") -> list[tuple[int, int]]:
-    """Address ranges of this process's file mappings whose file lies under one of `under`."""
-    roots = [str(Path(p).resolve()) + os.sep for p in under]
+def mapped_ranges(under: Iterable[Path | None], maps: str = "/proc/self/maps"
+                  ) -> list[tuple[int, int]]:
+    """Address ranges of this process's file mappings whose file lies under one of `under`
+    (None entries, e.g. an unset cache folder, are skipped)."""
+    roots = [str(Path(p).resolve()) + os.sep for p in under if p is not None]
     out = []
     try:
         with open(maps) as f:
@@ -37,7 +39,7 @@ def mapped_ranges(under: Iterable[Path], maps: str = "/proc/self/maps") -> list[
     return out
 
 
-def page_out_model_files(under: Iterable[Path]) -> int:
+def page_out_model_files(under: Iterable[Path | None]) -> int:
     """Page out mappings of files under these folders; returns the bytes advised (0 when the
     platform cannot)."""
     if not sys.platform.startswith("linux"):

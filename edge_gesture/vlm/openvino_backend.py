@@ -123,7 +123,7 @@ class OpenVinoBackend(Backend):
                                opts.precision)
         self._derived = derived
         self._patch_mask, self._patch_pos = patch_inputs(manifest)
-        model_dirs = [root] + ([opts.cache_dir] if opts.cache_dir is not None else [])
+        model_dirs = [root, opts.cache_dir]
         try:
             self._vis = core.compile_model(
                 self._one_image_vision_model(core, root / models["vision"].file),

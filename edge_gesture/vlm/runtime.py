@@ -97,8 +97,7 @@ class VlmRuntime:
         model-file pages compiling and warming up touched are handed back (see memory.py)."""
         size = self.manifest.image.size
         timings = self.classify(np.full((size, size, 3), 128, dtype=np.uint8))[1]
-        folders = [self.root] + ([self._cache_dir] if self._cache_dir is not None else [])
-        page_out_model_files(folders)
+        page_out_model_files([self.root, self._cache_dir])
         return timings
 
     def close(self) -> None:
