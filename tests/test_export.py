@@ -296,6 +296,25 @@ def test_optimum_intel_loads_the_cpu_bundle(bundles, tiny, processor_inputs) -> 
     assert int(got.argmax()) == int(want.argmax())
 
 
+def test_the_verification_process_names_the_file_it_could_not_run(bundles, tmp_path) -> None:
+    """The bundle runs in a separate process for the verification: when that process fails,
+    the export says which bundle and why, not just that a child died."""
+    import shutil
+
+    from edge_gesture_export.verify_process import run_bundle_in_fresh_process
+
+    root, m = bundles("ov-int8-cpu")
+    broken = tmp_path / "bundle"
+    shutil.copytree(root, broken)
+    lm = broken / m.models["language"].file
+    lm.write_bytes(lm.read_bytes()[:100])
+    ref = verify.Reference("p", np.zeros(3, np.int64), np.zeros((1, 3, 8, 8), np.float32), [1],
+                           [np.zeros(4, np.float32)] * 2)
+    with pytest.raises(ExportError) as e:
+        run_bundle_in_fresh_process(broken, m, ref, tmp_path / "work")
+    assert str(broken) in str(e.value) and m.models["language"].file in str(e.value)
+
+
 def test_verification_fails_when_the_bundle_drifts(bundles) -> None:
     root, m = bundles("onnx-fp32-npu")
     rng = np.random.default_rng(1)

@@ -193,7 +193,9 @@ class VlmWorker:
         if self._thread is not None:
             self._thread.join(timeout)
         rt, self._runtime = self._runtime, None
-        if rt is not None:
+        # A decision still running keeps its runtime: closing it underneath would fail the
+        # decision with a spurious error. The runtime goes when that thread lets go of it.
+        if rt is not None and not (self._thread is not None and self._thread.is_alive()):
             rt.close()
         self._state = "stopped"
 
@@ -260,20 +262,24 @@ class VlmWorker:
         return job
 
     def _decide(self, job: _Job) -> None:
-        hand = job.hand
+        hand, rt = job.hand, self._runtime
+        if rt is None:  # stopped between taking the job and starting it
+            return
         try:
             crop = hand_crop(job.frame.image, hand.bbox, self.cfg.vlm.crop_margin)
-            result, timings = self._runtime.classify(crop)
+            result, timings = rt.classify(crop)
         except Exception as e:  # a runtime fault: reload after backoff, landmarks meanwhile
             with self._cond:
                 self._busy_since = None
                 self._answers.clear()
                 self._decided_landmarks.clear()
-            rt, self._runtime = self._runtime, None
+            self._runtime = None
             try:
                 rt.close()
             except Exception:  # noqa: BLE001 - the runtime is being discarded anyway
                 pass
+            if self._stop.is_set():  # shutting down: not a fault worth reporting
+                return
             self._fail(f"VLM inference failed: {_reason(e)}")
             self._stop.wait(self.cfg.vlm.backoff_initial_s)
             return

@@ -25,6 +25,7 @@ from edge_gesture_export import __version__, calibration, facts, onnx_export, op
 from edge_gesture_export.errors import ExportError, VerificationFailed
 from edge_gesture_export.progress import Progress
 from edge_gesture_export.source import DEFAULT_MODEL, Source, resolve
+from edge_gesture_export.verify_process import run_bundle_in_fresh_process
 
 WEIGHTS = ("int8", "int4", "fp16", "fp32")
 SLOW_TOKENIZER_FILES = ("vocab.json", "merges.txt", "added_tokens.json")
@@ -270,7 +271,7 @@ def _run(
     write_bundle_manifest(stage, manifest)
     with progress.step("verifying the bundle against PyTorch"):
         manifest = load_bundle_manifest(stage)  # the daemon's own checks, on the fresh bundle
-        got = verify.run_bundle(stage, manifest, ref)
+        got = run_bundle_in_fresh_process(stage, manifest, ref, tmp / "verify")
         v = verify.compare(manifest, ref, got)
     lines = verify.report_lines(ref, got, v)
     manifest = manifest.model_copy(update={"verification": v})
