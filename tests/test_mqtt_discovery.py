@@ -61,6 +61,7 @@ def test_real_payloads_match_the_json_schemas(broker):
     pub = Publisher(make_cfg(broker.port)).start()
     try:
         wait_until(lambda: pub.connected, what="connect")
+        rec.wait_count("/state", 1)  # the state at connect, before it can fold into the next
         for i, (g, hand, src) in enumerate([("thumbs_up", "right", "landmarks"),
                                             ("fist", "left", "vlm"),
                                             ("victory", "right", "both")]):
@@ -150,6 +151,7 @@ def test_sensor_templates_render_against_real_payloads(broker):
     pub = Publisher(make_cfg(broker.port)).start()
     try:
         comps = rec.wait_count(DISCOVERY, 1)[0].json()["components"]
+        rec.wait_count("/state", 1)  # the state at connect, before it can fold into the next
         pub.publish_state({"left": "fist"})
         pub.publish_stats({"fps_processed": 29.7, "vlm_latency_ms": 512.0, "status": "ok"})
         stats = rec.wait_count("/stats", 1)[0].json()

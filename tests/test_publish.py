@@ -107,6 +107,9 @@ def test_restart_republishes_retained_and_logs_once_each_way(tmp_path):
         pub = Publisher(make_cfg(b.port, max_age_s=30)).start()
         try:
             wait_until(lambda: pub.connected, what="connect")
+            # The state at connect is whatever is current when it goes out: wait for the empty
+            # one first, or a busy machine folds it into the fist.
+            rec.wait_count("/state", 1)
             pub.publish_state({"left": "fist"})
             pub.publish_event(event("fist", "left"))
             wait_until(lambda: pub.acked == 1, what="first event acked")
