@@ -25,10 +25,10 @@ pytest.importorskip("edge_gesture_export", reason="pip install --no-deps -e ./ex
 from edge_gesture_export import __version__, verify  # noqa: E402
 from edge_gesture_export.cli import main  # noqa: E402
 from edge_gesture_export.errors import ExportError  # noqa: E402
-from edge_gesture_export.export import Options, run  # noqa: E402
-from edge_gesture_export.progress import Progress  # noqa: E402
+from edge_gesture_export.export import Options  # noqa: E402
 
 from edge_gesture.bundle import MANIFEST_NAME, BundleManifest, load_bundle_manifest  # noqa: E402
+from tests.export_worker import export_pool, export_quietly  # noqa: E402
 from tests.tiny_smolvlm import TINY_IMAGE_SIZE, TINY_IMAGE_TOKENS, build_tiny_smolvlm  # noqa: E402
 
 pytestmark = pytest.mark.export
@@ -68,26 +68,21 @@ def calibration_dir(tmp_path_factory) -> Path:
 def bundles(tiny, calibration_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles")
     made: dict[str, tuple[Path, BundleManifest]] = {}
+    pool = export_pool()
 
     def get(name: str) -> tuple[Path, BundleManifest]:
         if name not in made:
             cfg = dict(CONFIGS[name])
             if cfg.get("quantize_vision") == "static-int8":
                 cfg["calibration"] = calibration_dir
-            result = run(
-                Options(
-                    model=str(tiny),
-                    output=out / name,
-                    max_prompt_length=PROMPT_CHUNK,
-                    kv_length=KV_SLOTS,
-                    **cfg,
-                ),
-                Progress(quiet=True),
-            )
+            options = Options(model=str(tiny), output=out / name, max_prompt_length=PROMPT_CHUNK,
+                              kv_length=KV_SLOTS, **cfg)
+            result = pool.submit(export_quietly, options).result()
             made[name] = (result.bundle, result.manifest)
         return made[name]
 
-    return get
+    yield get
+    pool.shutdown()
 
 
 @pytest.fixture(scope="session")
