@@ -34,8 +34,11 @@ def export_tiny(tiny: Path, out: Path, *, verify_here: bool = False) -> Path:
     from edge_gesture_export.export import Options, run
     from edge_gesture_export.progress import Progress
 
+    from edge_gesture.bundle import load_bundle_manifest
+
     if verify_here:  # the old way: the export's own verification in the converting process
-        export.run_bundle_in_fresh_process = lambda root, m, ref, work: verify.run_bundle(root, m, ref)
+        export.run_bundle_in_fresh_process = lambda root, ref, work: verify.run_bundle(
+            root, load_bundle_manifest(root), ref)
     return run(Options(model=str(tiny), output=out, format="openvino", weights="int8",
                        device_profile="cpu", max_prompt_length=64, kv_length=80),
                Progress(quiet=True)).bundle

@@ -306,7 +306,7 @@ def test_the_verification_process_names_the_file_it_could_not_run(bundles, tmp_p
     ref = verify.Reference("p", np.zeros(3, np.int64), np.zeros((1, 3, 8, 8), np.float32), [1],
                            [np.zeros(4, np.float32)] * 2)
     with pytest.raises(ExportError) as e:
-        run_bundle_in_fresh_process(broken, m, ref, tmp_path / "work")
+        run_bundle_in_fresh_process(broken, ref, tmp_path / "work")
     assert str(broken) in str(e.value) and m.models["language"].file in str(e.value)
 
 

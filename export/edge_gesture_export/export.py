@@ -271,7 +271,7 @@ def _run(
     write_bundle_manifest(stage, manifest)
     with progress.step("verifying the bundle against PyTorch"):
         manifest = load_bundle_manifest(stage)  # the daemon's own checks, on the fresh bundle
-        got = run_bundle_in_fresh_process(stage, manifest, ref, tmp / "verify")
+        got = run_bundle_in_fresh_process(stage, ref, tmp / "verify")
         v = verify.compare(manifest, ref, got)
     lines = verify.report_lines(ref, got, v)
     manifest = manifest.model_copy(update={"verification": v})

@@ -15,17 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_gesture.bundle import BundleManifest, load_bundle_manifest
+from edge_gesture.bundle import load_bundle_manifest
 from edge_gesture_export.errors import ExportError
 from edge_gesture_export.verify import Reference, run_bundle
 
 _REFUSED = 3  # the child's exit code for an ExportError; its message is on stderr
 
 
-def run_bundle_in_fresh_process(root: Path, manifest: BundleManifest, ref: Reference,
-                                work: Path) -> list[np.ndarray]:
-    """verify.run_bundle(root, manifest, ref), run by a new Python process; work is a scratch
-    folder. manifest is what the caller loaded; the child loads and checks the same file."""
+def run_bundle_in_fresh_process(root: Path, ref: Reference, work: Path) -> list[np.ndarray]:
+    """verify.run_bundle on root's bundle, run by a new Python process that loads and checks
+    the manifest itself; work is a scratch folder."""
     work.mkdir(parents=True, exist_ok=True)
     ref_file, out_file = work / "reference.npz", work / "bundle-logits.npz"
     np.savez(ref_file, prompt=np.array(ref.prompt), input_ids=ref.input_ids,
