@@ -31,17 +31,17 @@ MODES = ("after-export", "load-only")
 
 def export_tiny(tiny: Path, out: Path, *, verify_here: bool = False) -> Path:
     from edge_gesture_export import export, verify
-    from edge_gesture_export.export import Options, run
-    from edge_gesture_export.progress import Progress
+    from edge_gesture_export.export import Options
 
     from edge_gesture.bundle import load_bundle_manifest
+    from tests.export_worker import export_quietly
 
     if verify_here:  # the old way: the export's own verification in the converting process
         export.run_bundle_in_fresh_process = lambda root, ref, work: verify.run_bundle(
             root, load_bundle_manifest(root), ref)
-    return run(Options(model=str(tiny), output=out, format="openvino", weights="int8",
-                       device_profile="cpu", max_prompt_length=64, kv_length=80),
-               Progress(quiet=True)).bundle
+    return export_quietly(Options(model=str(tiny), output=out, format="openvino", weights="int8",
+                                  device_profile="cpu", max_prompt_length=64,
+                                  kv_length=80)).bundle
 
 
 def child(bundle: Path, tiny: Path, mode: str, verifications: int) -> None:
