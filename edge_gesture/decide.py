@@ -46,7 +46,34 @@ class _HandTrack:
     active: str | None = None
     candidate: str | None = None
     candidate_since: float = 0.0
-    last_event: dict[str, float] = field(default_factory=dict)
+
+
+class Cooldowns:
+    """When each (hand key, gesture) last fired.
+
+    Kept apart from the hand tracks: a track is dropped after `lost_after_s`, and a hand that
+    leaves view for a moment must not come back with its cooldown forgotten. Keyed by whatever
+    key an Observation carries for its hand, so the key's meaning can change without touching this.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], float] = {}
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def blocks(self, hand: str, gesture: str, t: float, cooldown_s: float) -> bool:
+        last = self._last.get((hand, gesture))
+        return last is not None and t - last < cooldown_s
+
+    def fired(self, hand: str, gesture: str, t: float) -> None:
+        self._last[(hand, gesture)] = t
+
+    def forget_expired(self, t: float, cooldown_s: float) -> None:
+        """Drop entries that can no longer block anything, so hands that come and go under
+        fresh keys do not grow this without bound."""
+        if self._last:
+            self._last = {k: last for k, last in self._last.items() if t - last < cooldown_s}
 
 
 class Decider:
@@ -56,6 +83,7 @@ class Decider:
         self.cfg = cfg
         self.enabled = frozenset(enabled)
         self._hands: dict[str, _HandTrack] = {}
+        self.cooldowns = Cooldowns()
         #: True after an update() that changed which gesture is active on some hand.
         self.state_changed = False
 
@@ -79,6 +107,7 @@ class Decider:
         changed = False
         events: list[GestureEvent] = []
         seen = set()
+        self.cooldowns.forget_expired(t, cfg.cooldown_s)
         for obs in observations:
             seen.add(obs.hand)
             track = self._hands.get(obs.hand)
@@ -136,10 +165,9 @@ class Decider:
             return None, changed
 
         track.active, track.candidate = best, None
-        last = track.last_event.get(best)
-        if last is not None and t - last < cfg.cooldown_s:
+        if self.cooldowns.blocks(hand, best, t, cfg.cooldown_s):
             return None, True
-        track.last_event[best] = t
+        self.cooldowns.fired(hand, best, t)
         sources = {src for _, label, _, src in track.window if label == best}
         source = "both" if "both" in sources or {"landmarks", "vlm"} <= sources else (
             sources.pop() if len(sources) == 1 else "landmarks")

@@ -105,3 +105,37 @@ def test_reconfigure_ends_a_gesture_that_is_no_longer_enabled():
     assert d.state() == {"right": "fist"}
     d.reconfigure(CFG, ["open_palm"])
     assert d.state_changed and d.state() == {"right": None}
+
+
+def test_a_hand_that_leaves_briefly_does_not_refire_inside_the_cooldown():
+    # Out of view for 0.6 s (> lost_after_s 0.5, so its track is dropped), back 1.6 s after the
+    # first event with the same gesture: still inside the 5 s cooldown, so one event only.
+    cfg = CFG.model_copy(update={"cooldown_s": 5.0})
+    events, states = run([(1, "fist", 0.9), (0.6, "-", 0.0), (1, "fist", 0.9)], cfg=cfg)
+    assert [e[1] for e in events] == ["fist"]
+    # The state still follows the hand: gesture ends, hand gone, back with its gesture active.
+    assert states == [{"right": "fist"}, {"right": None}, {}, {"right": "fist"}]
+
+
+def test_a_hand_that_leaves_fires_again_once_the_cooldown_has_passed():
+    cfg = CFG.model_copy(update={"cooldown_s": 2.0})
+    events, _ = run([(1, "fist", 0.9), (2, "-", 0.0), (1, "fist", 0.9)], cfg=cfg)
+    assert [e[1] for e in events] == ["fist", "fist"]
+    assert events[1][0] - events[0][0] >= 2.0
+
+
+def test_cooldowns_of_hands_long_gone_are_forgotten():
+    # Hands come and go under fresh keys (as per-track ids will): the remembered cooldowns must
+    # not grow with every hand ever seen, or a week-long run leaks memory.
+    d = Decider(CFG, LANDMARK_GESTURES)
+    t = 0.0
+    fired = 0
+    for n in range(200):
+        for _ in range(int(FPS)):  # 1 s of a fist from hand n, then 1 s with nobody in view
+            fired += len(d.update(t, [Observation(f"track-{n}", "fist", 0.9)]))
+            t += 1 / FPS
+        for _ in range(int(FPS)):
+            d.update(t, [])
+            t += 1 / FPS
+    assert fired == 200
+    assert len(d.cooldowns) <= 2  # only hands whose cooldown (1.5 s) is still running
