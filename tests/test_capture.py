@@ -86,14 +86,19 @@ def test_file_in_real_time_drops_frames_for_a_slow_consumer_instead_of_queueing(
     cap = CaptureThread(CaptureConfig(source=str(video), realtime=True), slot)
     t0 = time.monotonic()
     cap.start()
-    got = drain(slot, delay=0.1)  # a consumer at 10 frames/s
-    cap.join(5)
-    elapsed = time.monotonic() - t0
-    assert 1.8 < elapsed < 4.0
-    assert len(got) + slot.dropped == 60
-    assert slot.dropped >= 30
-    # Newest frame wins: what the consumer sees is at most one frame behind the file.
-    assert all(b.index > a.index for a, b in zip(got, got[1:], strict=False))
+    first = slot.get(timeout=30)
+    # The consumer then stalls for the rest of the file, as a slow model would. The thread's end,
+    # not a sleep, says when the file is done, so this holds however loaded the machine is.
+    cap.join(30)
+    assert not cap.is_alive() and cap.ended
+    rest = slot.get(0)
+    seen = [first] + ([rest] if rest is not None else [])
+    # Newest frame wins: after the stall the consumer gets the file's last frame, not a backlog.
+    assert seen[-1].index == 59
+    assert slot.dropped == 60 - len(seen)
+    assert slot.get(0) is None
+    # Paced at the file's 30 fps, not read as fast as possible: frame 59 is due 59/30 s in.
+    assert seen[-1].t - t0 >= 59 / 30 - 1e-3
 
 
 def test_missing_file_is_named_at_start_up(tmp_path):
@@ -104,13 +109,26 @@ def test_missing_file_is_named_at_start_up(tmp_path):
 def test_testcard_runs_at_its_frame_rate_and_moves():
     slot = LatestFrameSlot()
     cap = CaptureThread(CaptureConfig(source="testcard", fps=20, width=320, height=240), slot)
+    t0 = time.monotonic()
     cap.start()
-    time.sleep(1.0)
+    seen = []
+    deadline = time.monotonic() + 30  # 20 frames take 1 s; the rest is margin for a busy machine
+    while cap.frames_read < 20 and time.monotonic() < deadline:
+        f = slot.get(0.5)
+        if f is not None:
+            seen.append(f)
     cap.stop()
-    cap.join(2)
-    assert 15 <= cap.frames_read <= 25
-    a = slot.get(0)
-    assert a is not None and a.image.shape == (240, 320, 3)
+    cap.join(5)
+    f = slot.get(0)
+    if f is not None:
+        seen.append(f)
+    assert cap.frames_read >= 20
+    assert seen[-1].index == cap.frames_read - 1
+    # Never faster than 20 fps: frame n is read no earlier than n/20 s after the start.
+    assert all(f.t - t0 >= f.index / 20 - 1e-3 for f in seen), [(f.index, f.t - t0) for f in seen]
+    assert all(f.image.shape == (240, 320, 3) for f in seen)
+    # It moves: the ball and the counter change from frame to frame.
+    assert not np.array_equal(seen[0].image, seen[-1].image)
 
 
 class _FlakyMjpegCamera:
@@ -164,7 +182,7 @@ def test_stream_that_drops_out_is_reopened_and_logged_once_per_change():
     camera.close()
     events = [e["event"] for e in logs]
     assert cap.reconnects >= 2, events
-    assert cap.frames_read >= 30  # frames from at least two connections
+    assert cap.frames_read > 15  # a connection serves 15 frames: these came from two or more
     assert events.count("source unavailable, retrying") == 1  # three refusals, one line
     assert events.count("source lost, reopening") == cap.reconnects
     assert events.count("source back") >= 2
