@@ -125,9 +125,19 @@ class VlmWorker:
             self._ready.wait(wait_s)
         return self.available
 
-    def wait_ready(self, timeout: float) -> bool:
-        """Wait for the first load to succeed or fail; returns whether the VLM is available."""
-        self._ready.wait(timeout)
+    def wait_ready(self, timeout: float, cancel: threading.Event | None = None) -> bool:
+        """Wait for the first load to succeed or fail, or for `cancel` to be set; returns
+        whether the VLM is available.
+
+        `cancel` is only polled, never waited on: a signal handler may set it while this runs
+        on the main thread, and Event.set takes a lock that Event.wait holds.
+        """
+        end = time.monotonic() + timeout
+        while not self._ready.is_set():
+            left = end - time.monotonic()
+            if left <= 0 or (cancel is not None and cancel.is_set()):
+                break
+            self._ready.wait(min(left, 0.1))
         return self.available
 
     @property
@@ -186,18 +196,26 @@ class VlmWorker:
             **self.counts,
         }
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop the worker, waiting at most `timeout` s; True if its thread has ended.
+
+        A load cannot be interrupted (a first GPU/NPU compile can take a minute), so a stop
+        during one does not wait for it: the thread is a daemon thread, left behind and ended
+        with the process; what it loads is closed, never used.
+        """
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        ended = not (self._thread is not None and self._thread.is_alive())
         rt, self._runtime = self._runtime, None
         # A decision still running keeps its runtime: closing it underneath would fail the
         # decision with a spurious error. The runtime goes when that thread lets go of it.
-        if rt is not None and not (self._thread is not None and self._thread.is_alive()):
+        if rt is not None and ended:
             rt.close()
         self._state = "stopped"
+        return ended
 
     # ---- worker thread ----
     def _run(self) -> None:
@@ -224,7 +242,11 @@ class VlmWorker:
         try:
             rt = self._loader(self.cfg)
         except Exception as e:  # any load failure leaves the daemon on landmarks
-            self._fail(f"cannot load the VLM: {_reason(e)}")
+            if not self._stop.is_set():
+                self._fail(f"cannot load the VLM: {_reason(e)}")
+            return False
+        if self._stop.is_set():  # stopped while loading: the daemon has gone on without it
+            rt.close()
             return False
         self.load_s = time.perf_counter() - t0
         self.devices = dict(getattr(getattr(rt, "backend", None), "devices", {}) or {})
