@@ -232,6 +232,8 @@ class CaptureThread(threading.Thread):
             if self.cfg.at_end != "loop":
                 break
         self.connected = False
+        if self.stop_event.is_set():
+            return  # stopped before the end: the daemon logs why it stops
         self.ended = True
         log.info("source ended", source=self.source, frames=self.frames_read)
         if self.cfg.at_end == "wait":
