@@ -40,11 +40,21 @@ def cmd_run(args) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     daemon = Daemon(cfg, config_path=find_config_path(getattr(args, "config", None)),
                     source_override=args.source)
+    handle_signals(daemon)
+    return daemon.run()
+
+
+def handle_signals(daemon) -> None:
+    """SIGTERM/SIGINT stop the daemon, SIGHUP reloads its config. The handlers only set flags:
+    a handler runs on the main thread between two of its bytecodes, so one that logged could
+    wait forever for the log writer's lock that the interrupted code holds."""
+    def stop(signum, _frame):
+        daemon.request_stop("signal", signal=signal.Signals(signum).name)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: daemon.request_stop(signal.Signals(signum).name))
+        signal.signal(sig, stop)
     # SIGHUP (systemctl reload): re-read the config at the next frame-loop turn.
     signal.signal(signal.SIGHUP, lambda _signum, _frame: daemon.service.request_reload())
-    return daemon.run()
 
 
 def cmd_devices(args) -> int:

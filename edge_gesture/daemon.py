@@ -14,6 +14,7 @@ import structlog
 
 from edge_gesture.capture import CaptureThread, Frame, LatestFrameSlot
 from edge_gesture.config import Config
+from edge_gesture.deadline import Deadline
 from edge_gesture.decide import Decider, GestureEvent, Observation
 from edge_gesture.gestures import classify_landmarks
 from edge_gesture.hands import Hand, HandTracker
@@ -23,6 +24,14 @@ log = structlog.get_logger("daemon")
 
 #: Longest wait for the VLM's first load and warm-up before the frame loop starts without it.
 VLM_LOAD_WAIT_S = 120.0
+
+#: From a stop request to the end of shutdown: the README promises the exit within 5 s (the
+#: unit's TimeoutStopSec is 10 s); the rest is for the frame in flight and the interpreter's exit.
+STOP_BUDGET_S = 4.0
+#: Kept for the publisher however long the VLM's last decision runs: `offline` must go out.
+PUBLISHER_SHARE_S = 1.5
+#: Kept after the publisher for the capture thread, the health server and the dataset writer.
+CLOSE_SHARE_S = 0.5
 
 
 @dataclass
@@ -101,46 +110,70 @@ class Daemon:
         self.pipeline = FramePipeline(cfg, vlm=self.vlm)
         self.publisher = publisher or Publisher(cfg)
         self.stats = PipelineStats()
+        # Set from signal handlers: the main thread only polls it (is_set), never waits on it,
+        # since Event.set in a handler would deadlock on the lock an interrupted wait holds.
         self._stop = threading.Event()
+        self._stop_reason: dict[str, str] | None = None
+        self._stop_requested_at: float | None = None
         # systemd notify/watchdog, health and metrics, dataset, SIGHUP: after the models loaded.
         self.service = ServiceHooks(self, config_path, source_override)
 
-    def request_stop(self, reason: str = "signal") -> None:
-        if not self._stop.is_set():
-            log.info("stopping", reason=reason)
+    def request_stop(self, reason: str = "signal", **detail: str) -> None:
+        """Ask `run` to stop; safe in a signal handler. It logs nothing: the structlog writer
+        holds a lock the interrupted main thread may own, so `run` says why it stops."""
+        if self._stop_reason is None:
+            self._stop_requested_at = time.monotonic()
+            self._stop_reason = {"reason": reason, **detail}
         self._stop.set()
 
     def run(self) -> int:
-        if self.vlm is not None:
-            # Ready means the VLM is warm, or known to be down (then landmarks only, retrying).
-            self.vlm.wait_ready(VLM_LOAD_WAIT_S)
-        self.publisher.start()
-        self.capture.start()
-        self.service.started()
-        next_stats = time.monotonic() + self.cfg.mqtt.stats_interval_s
-        first_frame = True
         try:
-            while not self._stop.is_set():
-                frame = self.slot.get(timeout=0.2)
-                now = time.monotonic()
-                if frame is None:
-                    if self.slot.closed:
-                        break
-                else:
-                    if first_frame:
-                        log.info("first frame", shape=list(frame.image.shape))
-                        first_frame = False
-                    self._handle(frame)
-                self.service.tick(processed=frame is not None)
-                if self.cfg.mqtt.stats_interval_s and now >= next_stats:
-                    self.publisher.publish_stats(self.stats_snapshot())
-                    next_stats = now + self.cfg.mqtt.stats_interval_s
+            if self.vlm is not None:
+                # Ready means the VLM is warm, or known to be down (then landmarks only,
+                # retrying). A stop meanwhile does not wait for the load, nor announce `online`.
+                self.vlm.wait_ready(VLM_LOAD_WAIT_S, cancel=self._stop)
+                if self._stop.is_set():
+                    return 0
+            self.publisher.start()
+            self.capture.start()
+            self.service.started()
+            self._frame_loop()
         finally:
+            self._log_stopping()
             self.shutdown()
         if self.capture.error:
             log.error("stopped because the source failed", error=self.capture.error)
             return 1
         return 0
+
+    def _frame_loop(self) -> None:
+        next_stats = time.monotonic() + self.cfg.mqtt.stats_interval_s
+        first_frame = True
+        while not self._stop.is_set():
+            frame = self.slot.get(timeout=0.2)
+            now = time.monotonic()
+            if frame is None:
+                if self.slot.closed:
+                    return
+            else:
+                if first_frame:
+                    log.info("first frame", shape=list(frame.image.shape))
+                    first_frame = False
+                self._handle(frame)
+            self.service.tick(processed=frame is not None)
+            if self.cfg.mqtt.stats_interval_s and now >= next_stats:
+                self.publisher.publish_stats(self.stats_snapshot())
+                next_stats = now + self.cfg.mqtt.stats_interval_s
+
+    def _log_stopping(self) -> None:
+        if self._stop_reason is not None:
+            log.info("stopping", **self._stop_reason)
+        elif self.capture.error:
+            log.info("stopping", reason="source failed")
+        elif self.slot.closed:
+            log.info("stopping", reason="source ended")
+        else:  # an exception on the frame loop; it is reported on its way out
+            log.info("stopping", reason="error")
 
     def _handle(self, frame: Frame) -> None:
         picked = time.monotonic()
@@ -178,13 +211,17 @@ class Daemon:
         )
 
     def shutdown(self) -> None:
+        """Stop every stage within STOP_BUDGET_S of the stop request: each wait takes what is
+        left of one deadline, less the shares kept for the steps after it."""
+        deadline = Deadline(STOP_BUDGET_S, start=self._stop_requested_at)
         self.service.stopping()
         self.capture.stop()
         self.pipeline.close()
         if self.vlm is not None:
-            # Lets the decision in flight finish (a CPU decision takes well under a second), but
-            # never so long that offline and the exit miss systemd's 5 s.
-            self.vlm.stop(timeout=2.0)
-        self.publisher.stop()
-        self.capture.join(timeout=2)
-        self.service.close()
+            # Lets the decision in flight finish (a CPU decision takes well under a second); a
+            # load in progress is not waited for (see VlmWorker.stop).
+            self.vlm.stop(timeout=deadline.left(keep=PUBLISHER_SHARE_S + CLOSE_SHARE_S))
+        self.publisher.stop(timeout=deadline.left(keep=CLOSE_SHARE_S))
+        if self.capture.is_alive():  # not started when stopped during the VLM's load
+            self.capture.join(timeout=deadline.left())
+        self.service.close(timeout=deadline.left())

@@ -121,11 +121,14 @@ class DatasetWriter:
         return True
 
     def close(self, timeout: float = 2.0) -> None:
+        """Write what is queued and end the writer, within `timeout` s in all (the daemon's
+        shutdown has a deadline); what is not written by then is dropped."""
+        end = time.monotonic() + timeout
         try:
             self._queue.put(None, timeout=timeout)
         except queue.Full:
             return
-        self._thread.join(timeout)
+        self._thread.join(max(0.0, end - time.monotonic()))
 
     @property
     def size_bytes(self) -> int:

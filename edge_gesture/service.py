@@ -119,11 +119,14 @@ class ServiceHooks:
     def stopping(self, reason: str = "") -> None:
         self.notifier.stopping(f"stopping{': ' + reason if reason else ''}; publishing offline")
 
-    def close(self) -> None:
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the health server and the dataset writer; the writer gets what is left of
+        `timeout` (samples still queued then are dropped: shutdown has a deadline)."""
+        end = time.monotonic() + timeout
         if self.health is not None:
             self.health.stop()
         if self.dataset is not None:
-            self.dataset.close(timeout=1.0)
+            self.dataset.close(timeout=max(0.0, end - time.monotonic()))
         self.notifier.close()
 
     # ------------------------------------------------------------ health and status
