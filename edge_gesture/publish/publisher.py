@@ -172,8 +172,8 @@ class Publisher:
         }
 
     def _poke(self) -> None:
-        # One byte per wake-up, not per message: the flag is cleared by the network thread
-        # before it drains, so a message appended after the drain always sends a new byte.
+        # One byte per wake-up, not per message, so a burst costs the frame loop one send();
+        # `_drain_wakeups` explains why no wake-up is lost.
         if not self._wake_pending:
             self._wake_pending = True
             try:
@@ -287,11 +287,7 @@ class Publisher:
             except (OSError, ValueError):
                 break
             if self._wake_r in readable:
-                self._wake_pending = False
-                try:
-                    self._wake_r.recv(4096)
-                except (BlockingIOError, OSError):
-                    pass
+                self._drain_wakeups()
             if sock in readable or tls_pending:
                 if client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
                     break
@@ -305,6 +301,22 @@ class Publisher:
             if client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
                 break
         self._connection_ended(client)
+
+    def _drain_wakeups(self) -> None:
+        """Empty the wake-up socket and let the next poke write again; the pass that follows
+        sends whatever was queued before the flag was cleared."""
+        # Drain first, then clear. A poke landing before the clear finds the flag still set and
+        # writes nothing, but its message is already queued and this pass sends it; a poke after
+        # the clear writes a byte that stays for the next select(). Clearing first would let the
+        # drain swallow the byte of a poke landing in between, leaving the flag set with nothing
+        # to read: no later poke would write again and every event would wait for select()'s
+        # timeout. (Always writing would also be correct, but costs the frame loop a send() per
+        # message and can fill the socket during a burst.)
+        try:
+            self._wake_r.recv(4096)
+        except (BlockingIOError, OSError):
+            pass
+        self._wake_pending = False
 
     def _pump(self, client: mqtt.Client) -> None:
         """Hand paho what is due: state, stats, and events up to the in-flight window."""
