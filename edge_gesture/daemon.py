@@ -52,9 +52,13 @@ class FramePipeline:
         self.decider = Decider(cfg.decide, cfg.gestures.enabled)
         self.vlm = vlm  # a VlmWorker, or None: landmarks only
 
-    def reconfigure(self, cfg: Config) -> None:
+    def reconfigure(self, cfg: Config) -> bool:
+        """Apply new thresholds and gesture list; True if that changed the active gestures,
+        which the caller publishes (the next frame's `state_changed` only covers that frame)."""
         self.cfg = cfg
+        before = self.decider.state()
         self.decider.reconfigure(cfg.decide, cfg.gestures.enabled)
+        return self.decider.state() != before
 
     def process(self, frame: Frame) -> FrameResult:
         t0 = time.perf_counter()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from edge_gesture.config import ConfigError, load_config
+from edge_gesture.errors import StartupError
 from edge_gesture.health import HealthServer, PipelineView, problems
 from edge_gesture.metrics import Metrics
 from edge_gesture.reload import ReloadPlan, plan_reload
@@ -183,7 +184,8 @@ class ServiceHooks:
     # ------------------------------------------------------------ SIGHUP
 
     def reload(self) -> ReloadPlan | None:
-        """Re-read the config file and apply what can change live; a bad file changes nothing."""
+        """Re-read the config file and apply what can change live; a reload that cannot be
+        applied whole (a bad file, a missing password file or certificate) changes nothing."""
         if self.config_path is None:
             log.warning("SIGHUP ignored: the daemon was not started from a config file")
             return None
@@ -197,11 +199,17 @@ class ServiceHooks:
                     update={"source": running.capture.source})})
             plan = plan_reload(running, new)
         except ConfigError as e:
-            log.error("config reload refused; the running settings stay", error=str(e))
-            self.metrics.reloads.labels("refused").inc()
-            self._after_reload(f"reload refused (bad config, see the log); {self._summary()}")
-            return None
-        self._apply(plan)
+            return self._refuse("bad config", str(e))
+        try:
+            # Everything that can fail is built before anything running is touched.
+            publisher = self._new_publisher(plan.config) if plan.touches("mqtt", "device_id") \
+                else None
+        except StartupError as e:  # its message names the setting and the file
+            return self._refuse("cannot use the new settings", str(e))
+        except Exception as e:  # noqa: BLE001 - a reload must never end the daemon
+            return self._refuse("cannot use the new [mqtt] settings",
+                                f"mqtt: {type(e).__name__}: {e}")
+        self._apply(plan, publisher)
         self.metrics.reloads.labels("applied").inc()
         log.info("config reloaded", applied=list(plan.applied),
                  needs_restart=list(plan.needs_restart))
@@ -211,6 +219,12 @@ class ServiceHooks:
         self._after_reload(self._summary())
         return plan
 
+    def _refuse(self, why: str, error: str) -> None:
+        log.error("config reload refused; the running settings stay", error=error)
+        self.metrics.reloads.labels("refused").inc()
+        self._after_reload(f"reload refused ({why}, see the log); {self._summary()}")
+        return None
+
     def _after_reload(self, status: str) -> None:
         # READY=1 ends the reload for systemd; before the first frame it would claim readiness.
         if self.ready:
@@ -219,25 +233,34 @@ class ServiceHooks:
             self.notifier.status(status)
         self._last_status = status
 
-    def _apply(self, plan: ReloadPlan) -> None:
+    def _new_publisher(self, cfg):
+        # Same class as the running one; its constructor reads the password file and the TLS
+        # files, and raises StartupError naming the one it cannot use.
+        return type(self.daemon.publisher)(cfg)
+
+    def _apply(self, plan: ReloadPlan, publisher) -> None:
         d, cfg = self.daemon, plan.config
         if plan.touches("logging"):
             from edge_gesture.logsetup import configure_logging
 
             configure_logging(cfg.logging.level, cfg.logging.format)
+        state_changed = False
         if plan.touches("gestures", "decide"):
-            d.pipeline.reconfigure(cfg)
+            state_changed = d.pipeline.reconfigure(cfg)
         d.cfg = cfg
-        if plan.touches("mqtt", "device_id"):
-            self._replace_publisher(cfg)
+        if publisher is not None:
+            self._replace_publisher(publisher)  # announces the current state itself
+        elif state_changed:
+            # A gesture the new list no longer has ended now: subscribers must hear it now,
+            # not whenever a later frame happens to change the state again.
+            d.publisher.publish_state(d.pipeline.decider.state())
 
-    def _replace_publisher(self, cfg) -> None:
+    def _replace_publisher(self, new) -> None:
         # The last will and the topics are fixed at connect time, so new topics or a new broker
         # mean a new connection: the old one says `offline` on its topics, the new one `online`.
         old = self.daemon.publisher
-        new = type(old)(cfg)
         old.stop(timeout=2.0)
         new.start()
         self.daemon.publisher = new
         new.publish_state(self.daemon.pipeline.decider.state())
-        log.info("publisher restarted for new MQTT settings", topic_root=cfg.topic_root)
+        log.info("publisher restarted for new MQTT settings", topic_root=new.cfg.topic_root)
