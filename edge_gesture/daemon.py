@@ -33,6 +33,9 @@ PUBLISHER_SHARE_S = 1.5
 #: Kept after the publisher for the capture thread, the health server and the dataset writer.
 CLOSE_SHARE_S = 0.5
 
+#: Longest stats `status`: Home Assistant's limit for a sensor's state.
+STATUS_MAX = 255
+
 
 @dataclass
 class FrameResult:
@@ -205,7 +208,10 @@ class Daemon:
             extra = {"vlm": vlm,
                      "vlm_latency_ms": round(latency * 1000, 1) if latency is not None else None}
         # What /healthz would say, so Home Assistant's pipeline-status sensor shows it too.
-        extra["status"] = "; ".join(self.service.check()) or "ok"
+        status = "; ".join(self.service.check()) or "ok"
+        # Home Assistant refuses a state longer than 255 characters (the sensor goes unknown),
+        # and a VLM's error can name a long path; /healthz and the log keep the whole text.
+        extra["status"] = status if len(status) <= STATUS_MAX else status[:STATUS_MAX - 1] + "…"
         return self.stats.snapshot(
             frames_read=self.capture.frames_read,
             frames_dropped=self.slot.dropped,

@@ -1,7 +1,9 @@
 """`/healthz` and `/metrics` over HTTP, from a daemon thread (stdlib http.server).
 
-`/healthz` answers 200 while frames flow and the publisher is connected, else 503 with the
-reasons, one per line, so `curl` output or a probe's log says what is wrong. `/metrics` is the
+`/healthz` answers 200 while frames flow from a connected source, the publisher is connected
+and the VLM (when enabled) is answering, else 503 with the reasons, one per line, so `curl`
+output or a probe's log says what is wrong. The stats topic's `status` and systemd's Status:
+line are made from the same reasons. `/metrics` is the
 Prometheus text format of the daemon's own registry.
 """
 
@@ -31,6 +33,8 @@ class PipelineView:
     source_error: str | None
     publisher_connected: bool
     stale_after_s: float
+    vlm_state: str | None = None  # VlmWorker.state; None while [vlm] is off
+    vlm_error: str | None = None
 
 
 def problems(v: PipelineView) -> list[str]:
@@ -47,6 +51,15 @@ def problems(v: PipelineView) -> list[str]:
     elif v.now - v.last_frame_at > v.stale_after_s:
         out.append(f"no frame processed for {v.now - v.last_frame_at:.1f} s"
                    + ("" if v.source_connected else "; source not connected"))
+    elif not v.source_connected:
+        # Lost a moment ago and being reopened; after stale_after_s the line above says it.
+        out.append("video source lost; reopening")
+    if v.vlm_state == "failed":
+        out.append(f"VLM failed, landmarks only: {v.vlm_error or 'see the log'}")
+    elif v.vlm_state == "slow":
+        out.append("VLM slower than vlm.timeout_s, landmarks only")
+    elif v.vlm_state == "loading":
+        out.append("VLM still loading, landmarks only")
     if not v.publisher_connected:
         out.append("MQTT broker not connected")
     return out

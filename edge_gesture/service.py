@@ -134,11 +134,14 @@ class ServiceHooks:
 
     def view(self) -> PipelineView:
         d = self.daemon
+        worker = getattr(d, "vlm", None)  # absent or None while [vlm] is off
+        vlm = worker.status() if worker is not None else {}
         return PipelineView(
             now=time.monotonic(), last_frame_at=self.last_frame_at, started_at=self.started_at,
             source_connected=d.capture.connected, source_ended=d.capture.ended,
             source_error=d.capture.error, publisher_connected=d.publisher.connected,
-            stale_after_s=d.cfg.health.stale_after_s)
+            stale_after_s=d.cfg.health.stale_after_s, vlm_state=vlm.get("state"),
+            vlm_error=vlm.get("error"))
 
     def check(self) -> list[str]:
         return problems(self.view())

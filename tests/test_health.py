@@ -36,6 +36,7 @@ def view(**kw) -> PipelineView:
 
 def test_healthy_when_frames_flow_and_broker_connected():
     assert problems(view()) == []
+    assert problems(view(vlm_state="ok")) == []  # the VLM answering is no news either
 
 
 @pytest.mark.parametrize("kw, expected", [
@@ -45,6 +46,13 @@ def test_healthy_when_frames_flow_and_broker_connected():
     ({"source_ended": True}, "video source ended"),
     ({"source_error": "OSError: gone"}, "video source failed: OSError: gone"),
     ({"publisher_connected": False}, "MQTT broker not connected"),
+    # Frames came a moment ago, but the source dropped and is being reopened.
+    ({"source_connected": False}, "video source lost; reopening"),
+    # The daemon runs on landmarks alone: custom gestures and "confirm" fusion are off.
+    ({"vlm_state": "failed", "vlm_error": "cannot load the VLM: /x: not a directory"},
+     "VLM failed, landmarks only: cannot load the VLM: /x: not a directory"),
+    ({"vlm_state": "slow"}, "VLM slower than vlm.timeout_s, landmarks only"),
+    ({"vlm_state": "loading"}, "VLM still loading, landmarks only"),
 ])
 def test_each_problem_is_named(kw, expected):
     found = problems(view(**kw))
