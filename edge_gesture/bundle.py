@@ -434,23 +434,83 @@ def _check_files(root: Path, manifest: BundleManifest, checksums: bool) -> None:
             )
 
 
-def load_bundle_manifest(root: str | os.PathLike, *, checksums: bool = True) -> BundleManifest:
+def _check_no_links(root: Path) -> None:
+    # The checksums vouch for a file's content at load time; a link's target can change after
+    # that, or lie outside the bundle altogether. (The bundle folder itself may be a link.)
+    for folder, dirs, files in os.walk(root):
+        for name in sorted(dirs + files):
+            p = Path(folder) / name
+            if p.is_symlink():
+                raise BundleError(
+                    f"{p}: a symbolic link inside the bundle {root}; a bundle holds plain files "
+                    "only: copy the file in place of the link, or re-export the bundle"
+                )
+
+
+def _check_onnx_external_data(root: Path, manifest: BundleManifest) -> None:
+    """ONNX Runtime also reads the files a model names for its external data: each must be a
+    file of the bundle, listed (and so checked) in the manifest."""
+    from edge_gesture.onnx_external_data import OnnxFormatError, external_data_locations
+
+    mpath = root / MANIFEST_NAME
+    for role, part in manifest.models.items():
+        model = root / part.file
+        try:
+            locations = external_data_locations(model)
+        except (OnnxFormatError, OSError) as e:
+            raise BundleError(f"{model}: not a readable ONNX model ({e}); re-export the bundle") from None
+        for tensor, location in locations:
+            rel = PurePosixPath(PurePosixPath(part.file).parent, location)
+            if PurePosixPath(location).is_absolute() or ".." in rel.parts:
+                raise BundleError(
+                    f"{model}: tensor {tensor!r} reads its data from {location!r}, outside the "
+                    "bundle; re-export the bundle"
+                )
+            name = rel.as_posix()
+            if name not in manifest.files:
+                raise BundleError(
+                    f"{root / name}: models.{role} ({part.file}) reads tensor data from it, but "
+                    f"it is not listed in {mpath} files, so it is not checked; re-export the bundle"
+                )
+
+
+def _check_verified(root: Path, manifest: BundleManifest) -> None:
+    v = manifest.verification
+    if v is None or v.passed:
+        return
+    raise BundleError(
+        f"{root}: this bundle failed the export's check against PyTorch (verification.passed = "
+        f"false in {MANIFEST_NAME}: largest logit difference {v.max_abs_logit_diff:.3g}, top-1 "
+        f"{'agrees' if v.top1_agree else 'differs'}), so its answers may be wrong. Re-export it, "
+        "or set vlm.allow_unverified = true (in the [vlm] section of config.toml) to load it anyway"
+    )
+
+
+def load_bundle_manifest(
+    root: str | os.PathLike, *, checksums: bool = True, allow_unverified: bool = False
+) -> BundleManifest:
     """Read and validate a bundle's manifest and check its files.
 
     checksums=False checks presence and sizes only (faster; for repeated loads of a bundle
-    already verified). Raises BundleError naming the file and field.
+    already verified). A bundle whose manifest records a failed verification is refused unless
+    allow_unverified. Raises BundleError naming the file and field.
     """
     root = Path(root)
     if not root.is_dir():
         raise BundleError(f"{root}: not a directory (expected a model bundle folder)")
     path = root / MANIFEST_NAME
+    _check_no_links(root)
     data = _read_manifest_json(path)
     _check_schema_version(path, data)
     try:
         manifest = BundleManifest.model_validate(data)
     except ValidationError as err:
         raise BundleError(_format_errors(path, err)) from None
+    if not allow_unverified:
+        _check_verified(root, manifest)
     _check_files(root, manifest, checksums)
+    if manifest.format == "onnx":
+        _check_onnx_external_data(root, manifest)
     return manifest
 
 

@@ -502,6 +502,12 @@ class VlmConfig(Section):
         description="Check every bundle file's sha256 at start-up (about 0.3 s per 250 MB); a "
         "file version that passed is remembered in the cache directory and not hashed again.",
     )
+    allow_unverified: bool = Field(
+        False,
+        description="Load a bundle whose export check against PyTorch failed (its manifest says "
+        "verification.passed = false), with a warning at each start; its answers may be wrong. "
+        "Off: such a bundle is refused.",
+    )
     max_rate_hz: Annotated[float, Field(gt=0, le=30)] = Field(
         2.0, description="Most VLM decisions per second (one runs at a time whatever this says)."
     )

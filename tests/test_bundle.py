@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -221,3 +222,55 @@ def test_every_field_is_described() -> None:
         if "description" not in spec
     ]
     assert missing == []
+
+
+def _verification(passed: bool) -> dict:
+    return {"reference": "PyTorch fp32", "max_abs_logit_diff": 2.5, "tolerance": None,
+            "steps": 3, "top1_agree": passed, "passed": passed}
+
+
+def test_a_failed_verification_is_refused_unless_allowed(tmp_path: Path) -> None:
+    _write_bundle(tmp_path, verification=_verification(False))
+    with pytest.raises(BundleError) as err:
+        load_bundle_manifest(tmp_path)
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path}: ") and "verification.passed = false" in msg
+    assert "set vlm.allow_unverified = true" in msg
+    assert not load_bundle_manifest(tmp_path, allow_unverified=True).verification.passed
+    # Passed, or never verified (a bundle the export is still checking): loads as before.
+    _write_bundle(tmp_path, verification=_verification(True))
+    load_bundle_manifest(tmp_path)
+    _write_bundle(tmp_path)
+    load_bundle_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("what", ["file", "folder", "manifest"])
+def test_symbolic_links_inside_the_bundle_are_refused(tmp_path: Path, what: str) -> None:
+    root = tmp_path / "bundle"
+    data = _write_bundle(root)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    if what == "file":  # same bytes, so size and sha256 would both pass
+        (root / "lm.bin").rename(outside / "lm.bin")
+        (root / "lm.bin").symlink_to(outside / "lm.bin")
+        link = root / "lm.bin"
+    elif what == "folder":
+        (outside / "x.bin").write_bytes(b"x")
+        (root / "extra").symlink_to(outside, target_is_directory=True)
+        data["files"]["extra/x.bin"] = {"sha256": hashlib.sha256(b"x").hexdigest(), "size": 1}
+        (root / MANIFEST_NAME).write_text(json.dumps(data))
+        link = root / "extra"
+    else:
+        (root / MANIFEST_NAME).rename(outside / MANIFEST_NAME)
+        (root / MANIFEST_NAME).symlink_to(outside / MANIFEST_NAME)
+        link = root / MANIFEST_NAME
+    with pytest.raises(BundleError, match=rf"^{link}: a symbolic link inside the bundle"):
+        load_bundle_manifest(root, checksums=True)
+    with pytest.raises(BundleError, match="symbolic link"):
+        load_bundle_manifest(root, checksums=False)
+
+
+def test_the_bundle_folder_itself_may_be_a_link(tmp_path: Path) -> None:
+    _write_bundle(tmp_path / "smolvlm-a")
+    (tmp_path / "current").symlink_to(tmp_path / "smolvlm-a", target_is_directory=True)
+    assert load_bundle_manifest(tmp_path / "current").models["language"].file == "lm.xml"

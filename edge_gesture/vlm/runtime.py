@@ -44,12 +44,15 @@ class VlmRuntime:
         opts: BackendOptions,
         *,
         verify_checksums: bool = True,
+        allow_unverified: bool = False,
     ):
         self.root = Path(bundle)
         self._cache_dir = opts.cache_dir
         stamp = _verified_stamp(self.root, opts.cache_dir) if verify_checksums else None
         full = verify_checksums and not (stamp is not None and stamp.exists())
-        self.manifest: BundleManifest = load_bundle_manifest(self.root, checksums=full)
+        self.manifest: BundleManifest = load_bundle_manifest(
+            self.root, checksums=full, allow_unverified=allow_unverified
+        )
         if full and stamp is not None:
             stamp.parent.mkdir(parents=True, exist_ok=True)
             stamp.touch()

@@ -73,8 +73,14 @@ def load_runtime(cfg: Config):
         opts.cache_dir.mkdir(parents=True, exist_ok=True)
     rt = VlmRuntime(
         Path(cfg.vlm.bundle), gesture_descriptions(cfg), opts,
-        verify_checksums=cfg.vlm.verify_checksums,
+        verify_checksums=cfg.vlm.verify_checksums, allow_unverified=cfg.vlm.allow_unverified,
     )
+    v = rt.manifest.verification
+    if v is not None and not v.passed:  # only vlm.allow_unverified lets such a bundle load
+        log.warning("vlm bundle failed its export verification; loaded because "
+                    "vlm.allow_unverified = true: its answers may be wrong",
+                    bundle=str(rt.root), max_abs_logit_diff=v.max_abs_logit_diff,
+                    top1_agree=v.top1_agree)
     rt.warm_up()
     return rt
 
