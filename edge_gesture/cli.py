@@ -10,6 +10,7 @@ import sys
 from edge_gesture import __version__
 from edge_gesture.config import Config, ConfigError, find_config_path, load_config
 from edge_gesture.errors import StartupError
+from edge_gesture.logsetup import configure_logging
 
 
 def _load(args) -> Config:
@@ -211,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Logs go to stderr from the start, so a --json command's stdout is its JSON alone (structlog's
+    # own default prints to stdout); `run` reconfigures from its config file.
+    configure_logging()
     try:
         return args.func(args)
     except ConfigError as e:

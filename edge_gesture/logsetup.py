@@ -28,5 +28,6 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         cache_logger_on_first_use=False,
     )
     # paho and friends log through the standard library; route their warnings the same way.
+    # force: the CLI configures once before it knows the config, `run` again after reading it.
     logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), stream=sys.stderr,
-                        format="%(name)s %(levelname)s %(message)s")
+                        format="%(name)s %(levelname)s %(message)s", force=True)

@@ -1,0 +1,121 @@
+"""Each benchmark command on a tiny input: exits 0 and prints one JSON object with its figures.
+
+The README's figures come from these commands, so a change that breaks one (or lets a log line
+into the JSON on stdout, which a script piping `--json` into `jq` would choke on) fails here.
+Figures are not judged: these runs are too small and this machine too busy for that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.gesture_video import write_video
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def edge_gesture(*args: str, cwd: Path, timeout: float = 300) -> dict:
+    """Run the CLI; stdout must be exactly one JSON object (logs belong on stderr)."""
+    env = {k: v for k, v in os.environ.items() if k != "EDGE_GESTURE_CONFIG"}
+    env["PYTHONPATH"] = str(REPO)
+    r = subprocess.run([sys.executable, "-m", "edge_gesture", *args], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    try:
+        return json.loads(r.stdout)
+    except json.JSONDecodeError as e:
+        raise AssertionError(f"stdout is not one JSON object ({e}):\n{r.stdout[:3000]}") from None
+
+
+def has_keys(report: dict, keys: set[str]) -> set[str]:
+    return keys - set(report)
+
+
+@pytest.fixture(scope="module")
+def tiny_video(tmp_path_factory, gesture_data) -> Path:
+    """Half a second of an open palm, a quarter of an empty frame: 23 frames at 30 fps."""
+    palm = sorted((gesture_data / "open_palm").glob("*.jpg"))[0]
+    return write_video(tmp_path_factory.mktemp("video") / "tiny.mp4", [(palm, 0.5), (None, 0.25)])
+
+
+def write_config(tmp_path: Path, port: int) -> Path:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'device_id = "bench"\n[mqtt]\nhost = "127.0.0.1"\nport = {port}\n')
+    return cfg
+
+
+def test_bench_pipeline_json(tmp_path, broker, tiny_video):
+    cfg = write_config(tmp_path, broker.port)
+    report = edge_gesture("bench", "pipeline", "--source", str(tiny_video), "--repeats", "1",
+                          "--json", "--config", str(cfg), cwd=tmp_path)
+    assert not has_keys(report, {
+        "source", "repeats", "frames_per_run", "fps_processed", "fps_processed_runs", "latency_ms",
+        "live", "capacity_latency_ms", "peak_rss_mb", "model_complexity", "broker_connected"})
+    assert report["frames_per_run"] == 23  # every frame of the file, read frame by frame
+    assert report["repeats"] == 1 and report["fps_processed"] > 0
+    assert report["broker_connected"] is True
+    assert {"p50", "p95"} <= set(report["latency_ms"]["end_to_end"])
+    assert not has_keys(report["live"], {"fps_processed", "frames_dropped"})
+
+
+def test_bench_mqtt_json(tmp_path, tiny_video):
+    # Its own private mosquitto, as the README's run; a burst of 30 events after half a second.
+    report = edge_gesture("bench", "mqtt", "--source", str(tiny_video), "--events", "30",
+                          "--repeats", "1", "--baseline", "0.5", "--json", cwd=tmp_path)
+    assert not has_keys(report, {
+        "broker", "protocol", "qos", "events_per_burst", "repeats", "lost_total",
+        "duplicates_total", "all_in_order", "publish_per_frame_ms_max", "publish_per_frame_ms_p95",
+        "publish_call_us_p50", "frame_ms_p95_baseline", "frame_ms_p95_burst",
+        "delivery_latency_ms_p50", "delivery_latency_ms_p95", "runs"})
+    assert report["events_per_burst"] == 30 and len(report["runs"]) == 1
+    assert report["runs"][0]["events_sent"] >= 30
+    assert report["lost_total"] == 0 and report["all_in_order"] is True
+
+
+VLM_KEYS = {
+    "bundle", "format", "weights", "activations", "vision_activations", "devices", "threads",
+    "image_size", "prompt_tokens", "prefilled_per_decision", "repeats", "p50_s", "p95_s",
+    "preprocess_p50_s", "vision_p50_s", "language_p50_s", "label", "probability",
+    "load_and_warm_up_s"}
+
+
+def test_bench_vlm_json(tmp_path, tiny_ov_bundle, gesture_data):
+    report = edge_gesture("bench", "vlm", "--bundle", str(tiny_ov_bundle), "--repeats", "2",
+                          "--threads", "1", "--json", cwd=tmp_path)
+    assert not has_keys(report, VLM_KEYS | {"rss_mb"})
+    assert report["repeats"] == 2 and 0 < report["p50_s"] <= report["p95_s"]
+    assert report["format"] == "openvino"
+
+
+def test_bench_vlm_reference_and_startup_json(tmp_path, tiny_ov_bundle, gesture_data):
+    # The README's ratio and start-up figures come from these two options.
+    report = edge_gesture("bench", "vlm", "--bundle", str(tiny_ov_bundle), "--repeats", "2",
+                          "--threads", "1", "--reference", "--startup", "--json", cwd=tmp_path)
+    assert not has_keys(report, VLM_KEYS | {
+        "reference_bundle", "reference_p50_s", "reference_p95_s", "ratio",
+        "start_to_ready_cold_s", "start_to_ready_warm_s", "runtime_rss_mb"})
+    assert report["ratio"] > 0 and report["start_to_ready_warm_s"] > 0
+
+
+def test_eval_json(tmp_path, gesture_data):
+    # Two photos of each of three labels: eval's whole path (the accuracy floor over every photo
+    # is tests/test_eval_floor.py).
+    folder = tmp_path / "photos"
+    for label in ("fist", "open_palm", "none"):
+        (folder / label).mkdir(parents=True)
+        for photo in sorted((gesture_data / label).glob("*.jpg"))[:2]:
+            shutil.copy(photo, folder / label / photo.name)
+    report = edge_gesture("eval", str(folder), "--json", cwd=tmp_path)
+    assert not has_keys(report, {
+        "accuracy", "per_class", "confusion", "images", "correct", "events_on_none",
+        "gesture_images_without_hand", "classifier_accuracy", "latency_ms", "seconds",
+        "hold_seconds", "model_complexity", "mistakes", "unreadable"})
+    assert report["images"] == 6 and set(report["per_class"]) == {"fist", "open_palm", "none"}
+    assert report["unreadable"] == []
