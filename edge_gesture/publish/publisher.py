@@ -19,6 +19,7 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,10 +77,14 @@ class Publisher:
     frame loop) and return at once; `start` and `stop` from the owner.
     """
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, clock: Callable[[], float] = time.monotonic):
         """Raises errors.StartupError naming the setting when a password file or certificate
-        cannot be used; everything about the broker itself is retried instead."""
+        cannot be used; everything about the broker itself is retried instead.
+
+        `clock` (monotonic seconds) dates queued messages and decides when they are too old to
+        send; a test passes its own to make those ages exact."""
         self.cfg = cfg
+        self._clock = clock
         m = cfg.mqtt
         self.topics = Topics.for_config(cfg)
         self._creds = Credentials.resolve(cfg)
@@ -134,7 +139,7 @@ class Publisher:
 
     def publish_event(self, ev: Any) -> int:
         """Queue one gesture event (a decide.GestureEvent); returns its sequence number."""
-        now = time.monotonic()
+        now = self._clock()
         wall = ev.wall if ev.wall > 0 else time.time()
         seq = next(self._seq)
         render = functools.partial(payloads.event_payload, ev, device_id=self.cfg.device_id,
@@ -244,7 +249,7 @@ class Publisher:
             # Full jitter keeps a fleet of devices from reconnecting in lock step.
             delay = random.uniform(ceiling / 2, ceiling)
             self._stopping.wait(delay)
-            self._outbox.expire(time.monotonic())
+            self._outbox.expire(self._clock())
 
     def _serve(self, client: mqtt.Client) -> None:
         """Run one connection until it is lost, refused, or closed by stop()."""
@@ -334,7 +339,7 @@ class Publisher:
         room = min(PUMP_BATCH, INFLIGHT_WINDOW - len(self._unacked))
         if room <= 0 or not len(self._outbox):
             return
-        now = time.monotonic()
+        now = self._clock()
         for p in self._outbox.take(now, room):
             if p.payload is None:
                 p.payload = p.render()
