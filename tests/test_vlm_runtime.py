@@ -251,3 +251,150 @@ def test_smolvlm2_checkpoint_exports_and_matches_pytorch(tiny_smolvlm2_checkpoin
     assert np.abs(ref).max() > 0.5
     np.testing.assert_allclose(rt.backend.prefill(rt.backend.vision(pv))[0], ref, atol=2e-4)
     assert rt.classify(crop(2))[0].label in rt.labels
+
+
+# ---------------------------------------------------------------- files the daemon must not trust
+
+
+def _derived_folder(cache: Path) -> Path:
+    (folder,) = [p for p in (cache / "vlm").iterdir() if p.name != "verified"]
+    return folder
+
+
+@pytest.mark.parametrize(
+    "name", ["language_answers.bin", "language_answers.xml", "embeddings.npz", "prefix_state.npz"]
+)
+def test_a_truncated_derived_file_is_rebuilt(tiny_ov_bundle, tmp_path, caplog, name):
+    """What a power cut during the first start leaves: a saved file cut short. The next start
+    deletes it, derives it again and runs as before (it used to fail at every start)."""
+    opts = BackendOptions(precision="f32", cache_dir=tmp_path / "cache")
+    first = VlmRuntime(tiny_ov_bundle, GESTURES, opts)
+    pv = pixel_values(crop(), first.manifest.image)
+    want = first.backend.prefill(first.backend.vision(pv))
+    path = _derived_folder(tmp_path / "cache") / name
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+    # OpenVINO's compiled-model cache would hide a cut LM file; what is tested is the file.
+    for blob in (tmp_path / "cache").glob("*.blob"):
+        blob.unlink()
+    with caplog.at_level("WARNING"):
+        again = VlmRuntime(tiny_ov_bundle, GESTURES, opts)
+    np.testing.assert_allclose(again.backend.prefill(again.backend.vision(pv)), want, atol=1e-5)
+    warned = [r.getMessage() for r in caplog.records if "rebuilding it" in r.getMessage()]
+    assert len(warned) == 1 and path.parent.name in warned[0]
+    assert path.stat().st_size == size  # saved whole again: the start after this one is warm
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        VlmRuntime(tiny_ov_bundle, GESTURES, opts)
+    assert not [r for r in caplog.records if "rebuilding it" in r.getMessage()]
+
+
+def test_derived_files_appear_only_complete(tiny_ov_bundle, tmp_path):
+    """They are written under a temporary name and renamed: nothing half-written is left
+    under a final name, and no temporary file is left behind."""
+    VlmRuntime(tiny_ov_bundle, GESTURES, BackendOptions(precision="f32", cache_dir=tmp_path / "c"))
+    names = sorted(p.name for p in _derived_folder(tmp_path / "c").iterdir())
+    assert names == ["embeddings.npz", "language_answers.bin", "language_answers.xml",
+                     "prefix_state.npz"]
+
+
+def _mark_unverified(bundle: Path) -> None:
+    m = json.loads((bundle / MANIFEST_NAME).read_text())
+    assert m["verification"]["passed"]
+    m["verification"]["passed"] = False
+    (bundle / MANIFEST_NAME).write_text(json.dumps(m))
+
+
+def test_a_bundle_that_failed_its_verification_is_refused_unless_allowed(tiny_ov_bundle, tmp_path):
+    b = copy_bundle(tiny_ov_bundle, tmp_path / "unverified")
+    _mark_unverified(b)
+    with pytest.raises(BundleError) as err:
+        VlmRuntime(b, GESTURES, F32)
+    msg = str(err.value)
+    assert str(b) in msg and "verification.passed = false" in msg and "vlm.allow_unverified = true" in msg
+    rt = VlmRuntime(b, GESTURES, F32, allow_unverified=True)
+    assert rt.classify(crop())[0].label in rt.labels
+
+
+def _daemon_config(tmp_path: Path, bundle: Path, **vlm):
+    from edge_gesture.config import parse_config
+
+    return parse_config({"service": {"cache_dir": str(tmp_path / "cache")},
+                         "vlm": {"enabled": True, "bundle": str(bundle), "precision": "f32", **vlm}})
+
+
+def test_the_daemon_warns_at_each_start_of_an_unverified_bundle(tiny_ov_bundle, tmp_path):
+    from structlog.testing import capture_logs
+
+    from edge_gesture.vlm.worker import load_runtime
+
+    b = copy_bundle(tiny_ov_bundle, tmp_path / "unverified")
+    _mark_unverified(b)
+    with pytest.raises(BundleError, match="vlm.allow_unverified"):
+        load_runtime(_daemon_config(tmp_path, b))
+    cfg = _daemon_config(tmp_path, b, allow_unverified=True)
+    for _ in range(2):
+        with capture_logs() as logs:
+            load_runtime(cfg)
+        warnings = [e for e in logs if e["log_level"] == "warning"]
+        assert len(warnings) == 1 and "allow_unverified" in warnings[0]["event"]
+        assert warnings[0]["bundle"] == str(b)
+    # A bundle that passed gives no such warning, whatever the flag says.
+    with capture_logs() as logs:
+        load_runtime(_daemon_config(tmp_path, tiny_ov_bundle, allow_unverified=True))
+    assert not [e for e in logs if e["log_level"] == "warning"]
+
+
+def test_a_symbolic_link_inside_the_bundle_is_refused(tiny_ov_bundle, tmp_path):
+    b = copy_bundle(tiny_ov_bundle, tmp_path / "linked")
+    elsewhere = tmp_path / "elsewhere.json"
+    (b / "tokenizer.json").rename(elsewhere)
+    (b / "tokenizer.json").symlink_to(elsewhere)  # same bytes, so the checksum still matches
+    with pytest.raises(BundleError, match=r"linked/tokenizer\.json: a symbolic link inside the bundle"):
+        VlmRuntime(b, GESTURES, F32)
+    # The bundle folder itself may be a link (e.g. models/current -> models/smolvlm-...).
+    (b / "tokenizer.json").unlink()
+    elsewhere.rename(b / "tokenizer.json")
+    (tmp_path / "current").symlink_to(b)
+    VlmRuntime(tmp_path / "current", GESTURES, F32)
+
+
+def _move_decoder_weights_out(bundle: Path, location: str) -> Path:
+    """Re-save decoder.onnx with its tensors in `location` (ONNX external data), updating the
+    manifest's entry for decoder.onnx only."""
+    import onnx
+
+    from edge_gesture.bundle import file_entries
+
+    model = onnx.load(str(bundle / "decoder.onnx"))
+    onnx.save_model(model, str(bundle / "decoder.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location=location, size_threshold=0)
+    m = json.loads((bundle / MANIFEST_NAME).read_text())
+    m["files"]["decoder.onnx"] = file_entries(bundle)["decoder.onnx"].model_dump()
+    (bundle / MANIFEST_NAME).write_text(json.dumps(m))
+    return bundle / location
+
+
+def test_onnx_external_data_must_be_listed_in_the_manifest(tiny_onnx_bundle, tmp_path):
+    b = copy_bundle(tiny_onnx_bundle, tmp_path / "external")
+    data = _move_decoder_weights_out(b, "decoder.onnx_data")
+    with pytest.raises(BundleError) as err:
+        VlmRuntime(b, GESTURES, F32)
+    assert "decoder.onnx_data" in str(err.value) and "not listed" in str(err.value)
+    # Listed (and so checked), it loads and answers as the one-file bundle does.
+    from edge_gesture.bundle import file_entries
+
+    m = json.loads((b / MANIFEST_NAME).read_text())
+    m["files"][data.name] = file_entries(b)[data.name].model_dump()
+    (b / MANIFEST_NAME).write_text(json.dumps(m))
+    rt, ref = VlmRuntime(b, GESTURES, F32), VlmRuntime(tiny_onnx_bundle, GESTURES, F32)
+    pv = pixel_values(crop(), rt.manifest.image)
+    np.testing.assert_allclose(rt.backend.prefill(rt.backend.vision(pv)),
+                               ref.backend.prefill(ref.backend.vision(pv)), atol=1e-6)
+    # Listed but since changed: the checksum catches it, as for any other file.
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match=r"decoder\.onnx_data: sha256"):
+        VlmRuntime(b, GESTURES, F32)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from edge_gesture.bundle import BundleManifest
-from edge_gesture.vlm import devices
+from edge_gesture.vlm import derived, devices
 from edge_gesture.vlm.backend import Backend, BackendError, BackendOptions, patch_inputs
 from edge_gesture.vlm.memory import page_out_model_files
 from edge_gesture.vlm.prompt import Prompt
@@ -119,9 +120,8 @@ class OpenVinoBackend(Backend):
         )
         self.devices = {"vision": vision_dev, "language": lang_dev}
         models = manifest.models
-        derived = _derived_dir(opts.cache_dir, manifest, prompt, answer_tokens, self.rows,
-                               opts.precision)
-        self._derived = derived
+        self._derived = _derived_dir(opts.cache_dir, manifest, prompt, answer_tokens, self.rows,
+                                     opts.precision)
         self._patch_mask, self._patch_pos = patch_inputs(manifest)
         model_dirs = [root, opts.cache_dir]
         try:
@@ -132,14 +132,8 @@ class OpenVinoBackend(Backend):
             # Each compile leaves the file pages it read resident; handing them back between the
             # compiles keeps them from adding up (the start-up peak is ~90 MB lower).
             page_out_model_files(model_dirs)
-            lm_path = derived / "language_answers.xml" if derived else None
-            emb_path = derived / "embeddings.npz" if derived else None
-            if lm_path is not None and lm_path.is_file() and emb_path.is_file():
-                # Warm start: the rewritten LM and the fixed embeddings from an earlier run.
-                lm = str(lm_path)
-                with np.load(emb_path) as z:
-                    self._prompt_embeds, answer = z["prompt"], z["answer"]
-            else:
+            answer = self._load_derived(core, lang_dev, opts)
+            if answer is None:
                 lm = answer_only_language_model(
                     core, core.read_model(str(root / models["language"].file)),
                     self.answer_tokens, last=None if self._static is not None else self.rows,
@@ -151,11 +145,8 @@ class OpenVinoBackend(Backend):
                 self._prompt_embeds = self._embed(self.prompt.ids)
                 answer = self._embed(self.answer_tokens)
                 del self._emb_req, emb
-                if derived is not None:
-                    derived.mkdir(parents=True, exist_ok=True)
-                    ov.save_model(lm, str(lm_path), compress_to_fp16=False)
-                    np.savez(emb_path, prompt=self._prompt_embeds, answer=answer)
-            self._lm = core.compile_model(lm, lang_dev, compile_config(lang_dev, opts))
+                self._save_derived(lm, answer)
+                self._lm = core.compile_model(lm, lang_dev, compile_config(lang_dev, opts))
             page_out_model_files(model_dirs)
         except RuntimeError as e:
             raise BackendError(f"OpenVINO could not load {root}: {_first_line(e)}") from None
@@ -166,6 +157,57 @@ class OpenVinoBackend(Backend):
         if self._static is not None:
             self._init_static_kv()
         self._prefill_prefix()
+
+    def _load_derived(self, core: ov.Core, device: str, opts: BackendOptions) -> np.ndarray | None:
+        """Warm start: compile the rewritten LM and read the fixed embeddings an earlier run
+        saved; returns the answer tokens' embeddings, or None when there is nothing (usable)
+        to load. What fails to load is deleted, so the caller builds and saves it afresh."""
+        if self._derived is None:
+            return None
+        lm_path, emb_path = self._derived / _LM_FILE, self._derived / _EMBEDDINGS_FILE
+        if not (lm_path.is_file() and emb_path.is_file()):
+            return None
+        hidden = self.manifest.language.hidden_size
+        try:
+            with np.load(emb_path) as z:
+                prompt_embeds, answer = z["prompt"], z["answer"]
+            want = {"prompt": (len(self.prompt.ids), hidden), "answer": (len(self.answer_tokens), hidden)}
+            for name, got in (("prompt", prompt_embeds), ("answer", answer)):
+                if got.shape != want[name]:
+                    raise ValueError(f"{name} embeddings are {got.shape}, expected {want[name]}")
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            derived.discard(self._derived, e)  # the LM beside it is no more trustworthy
+            return None
+        try:
+            self._lm = core.compile_model(str(lm_path), device, compile_config(device, opts))
+        except RuntimeError as e:
+            derived.discard(self._derived, e)
+            return None
+        self._prompt_embeds = prompt_embeds
+        return answer
+
+    def _save_derived(self, lm: ov.Model, answer: np.ndarray) -> None:
+        """Keep the rewritten LM and the fixed embeddings for the next start. The embeddings
+        go last: their file's presence says the LM beside it is complete."""
+        if self._derived is None:
+            return
+        lm_path, emb_path = self._derived / _LM_FILE, self._derived / _EMBEDDINGS_FILE
+        tmp_xml = derived.temp_name(lm_path)
+        tmp_bin, bin_path = tmp_xml.with_suffix(".bin"), lm_path.with_suffix(".bin")
+        try:
+            self._derived.mkdir(parents=True, exist_ok=True)
+            derived.remove_stale_temps(self._derived)
+            emb_path.unlink(missing_ok=True)
+            ov.save_model(lm, str(tmp_xml), compress_to_fp16=False)
+            derived.commit((tmp_bin, bin_path), (tmp_xml, lm_path))
+            derived.save_npz(emb_path, prompt=self._prompt_embeds, answer=answer)
+        except (OSError, RuntimeError) as e:
+            # Not fatal: this start has what it needs; the next one derives it again.
+            log.warning("could not save the derived language model in %s: %s", self._derived,
+                        _first_line(e))
+        finally:
+            tmp_xml.unlink(missing_ok=True)
+            tmp_bin.unlink(missing_ok=True)
 
     def _one_image_vision_model(self, core: ov.Core, path: Path) -> ov.Model:
         """The vision model with the shapes of the one image the daemon sends. The export keeps
@@ -209,14 +251,22 @@ class OpenVinoBackend(Backend):
         self._lm_req.reset_state()
         self._start(0)
         prefix = self._prompt_embeds[: self.prompt.image_start]
-        saved = self._derived / "prefix_state.npz" if self._derived is not None else None
+        saved = self._derived / _PREFIX_STATE_FILE if self._derived is not None else None
         if self._static is None and saved is not None and saved.is_file():
             # Warm start: the prefix's KV cache from an earlier run (same model, same prompt).
-            with np.load(saved) as z:
-                self._prefix_state = {name: z[name] for name in z.files}
-            self._prefix_len = len(prefix)
-            self._start(self._prefix_len)
-            return
+            names = {s.name for s in self._lm_req.query_state()}
+            try:
+                with np.load(saved) as z:
+                    state = {name: z[name] for name in z.files}
+                if set(state) != names:
+                    raise ValueError(f"holds states {sorted(state)}, the model has {sorted(names)}")
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+                derived.discard(saved, e)
+            else:
+                self._prefix_state = state
+                self._prefix_len = len(prefix)
+                self._start(self._prefix_len)
+                return
         if len(prefix):
             self._step(prefix)
         self._prefix_len = self.past
@@ -227,7 +277,10 @@ class OpenVinoBackend(Backend):
                 s.name: np.array(s.state.data, copy=True) for s in self._lm_req.query_state()
             }
             if saved is not None:
-                np.savez(saved, **self._prefix_state)
+                try:
+                    derived.save_npz(saved, **self._prefix_state)
+                except OSError as e:
+                    log.warning("could not save the prompt prefix's state in %s: %s", saved, e)
 
     def _reset_to_prefix(self) -> None:
         if self._static is not None:
@@ -295,6 +348,9 @@ class OpenVinoBackend(Backend):
 
 #: Bump when what _derived_dir holds changes meaning.
 _DERIVED_VERSION = 2
+_LM_FILE = "language_answers.xml"
+_EMBEDDINGS_FILE = "embeddings.npz"
+_PREFIX_STATE_FILE = "prefix_state.npz"
 
 
 def _derived_dir(
