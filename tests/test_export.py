@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -377,16 +378,61 @@ def test_other_architectures_are_refused_by_name(tmp_path, capsys) -> None:
 
 def test_existing_output_needs_force(bundles, tiny, tmp_path, capsys) -> None:
     out = tmp_path / "bundle"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    shutil.copytree(bundles("onnx-int8-cpu")[0], out)  # an earlier export
     args = ["--model", str(tiny), "--output", str(out), "--format", "onnx", "--weights", "fp32"]
     code, err = _cli(capsys, *args)
     assert code == 2 and f"{out} already exists: pass --force" in err
-    assert (out / "keep.txt").read_text() == "mine"
-    code, _ = _cli(capsys, *args, "--force")
-    assert code == 0
-    assert not (out / "keep.txt").exists()
-    assert load_bundle_manifest(out).verification.passed
+    assert load_bundle_manifest(out).weights_precision == "int8"
+    # The export itself runs in another process, as everywhere in these tests.
+    r = subprocess.run([sys.executable, "-m", "edge_gesture_export", *args, "--force", "--quiet"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    replaced = load_bundle_manifest(out)
+    assert replaced.weights_precision == "fp32" and replaced.verification.passed
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def _fake_bundle(out: Path) -> None:
+    out.mkdir()
+    (out / "model.bin").write_bytes(b"weights")
+    (out / MANIFEST_NAME).write_text(json.dumps({"files": {"model.bin": {"size": 7}}}))
+
+
+@pytest.mark.parametrize("layout", ["someone's files", "a bundle plus other files", "a file"])
+def test_force_never_deletes_what_is_not_a_bundle(tmp_path, capsys, layout: str) -> None:
+    """A mistyped --output (a home folder, a project) with --force must not cost anyone files."""
+    out = tmp_path / "out"
+    if layout == "someone's files":
+        (out / "thesis").mkdir(parents=True)
+        (out / "thesis" / "chapter1.tex").write_text("years of work")
+        (out / "notes.txt").write_text("mine")
+        expect = "not a bundle (no readable edge-gesture-model.json) and not empty"
+    elif layout == "a bundle plus other files":
+        _fake_bundle(out)
+        (out / "notes.txt").write_text("mine")
+        expect = "holds 1 file(s) its bundle manifest does not list (notes.txt)"
+    else:
+        out.write_text("mine")
+        expect = "exists and is not a folder: --force replaces only a bundle folder or an empty folder"
+    before = _tree(tmp_path)
+    code, err = _cli(capsys, "--model", str(tmp_path / "any-model"), "--output", str(out), "--force")
+    assert code == 2 and expect in err, err
+    assert _tree(tmp_path) == before
+
+
+def test_force_replaces_an_empty_folder_or_a_bundle(tmp_path) -> None:
+    from edge_gesture_export.export import check_options
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert check_options(Options(model="m", output=empty, force=True))[0] == empty
+    bundle = tmp_path / "bundle"
+    _fake_bundle(bundle)
+    assert check_options(Options(model="m", output=bundle, force=True))[0] == bundle
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,9 @@ def parser() -> argparse.ArgumentParser:
         help="bundle folder (default: models/<name> in the repository); with --report, the "
         "folder that keeps the report's bundles (default: a temporary one, removed)",
     )
-    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing output folder: only an earlier bundle (every file "
+                   "listed in its manifest) or an empty folder, never other files")
     p.add_argument(
         "--report",
         action="store_true",

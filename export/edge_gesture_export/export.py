@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import warnings
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge_gesture.bundle import (
+    MANIFEST_NAME,
     SCHEMA_VERSION,
     BundleManifest,
     ModelPart,
@@ -91,11 +93,42 @@ def check_options(o: Options) -> tuple[Path, list[Path]]:
         )
     images = calibration.find_images(o.calibration) if o.quantize_vision == "static-int8" else []
     out = o.output or repo_models_dir() / bundle_name(o)
-    if out.exists() and not o.force:
-        raise ExportError(f"{out} already exists: pass --force to replace it, or --output elsewhere")
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} exists and is not a folder")
+    if out.exists() or out.is_symlink():
+        if not o.force:
+            raise ExportError(f"{out} already exists: pass --force to replace it, or --output elsewhere")
+        check_replaceable(out)
     return out, images
+
+
+def check_replaceable(out: Path) -> None:
+    """--force deletes the output folder: only when it is an empty folder or a bundle (a folder
+    whose every file is the manifest or listed in it), never a folder of someone's other files
+    (a mistyped --output such as a home folder)."""
+    if out.is_symlink() or not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder: --force replaces only a bundle "
+                          "folder or an empty folder; choose another --output")
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                   if p.is_file() or p.is_symlink())
+    if not files:
+        return
+    try:
+        listed = set(json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        listed = None
+    if listed is None:
+        raise ExportError(
+            f"{out} is not a bundle (no readable {MANIFEST_NAME}) and not empty: --force replaces "
+            f"only a bundle or an empty folder, and would delete {len(files)} other file(s) "
+            f"({', '.join(files[:3])}{', ...' if len(files) > 3 else ''}); choose another "
+            "--output, or move those files away yourself"
+        )
+    others = [f for f in files if f != MANIFEST_NAME and f not in listed]
+    if others:
+        raise ExportError(
+            f"{out} holds {len(others)} file(s) its bundle manifest does not list "
+            f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): --force replaces "
+            "only a bundle's own files; move those away, or choose another --output"
+        )
 
 
 def _load(source: Source) -> tuple[Any, Any, Any]:
@@ -278,7 +311,8 @@ def _run(
     lines = verify.report_lines(ref, got, v)
     manifest = manifest.model_copy(update={"verification": v})
     write_bundle_manifest(stage, manifest)
-    if out.exists():
+    if out.exists() or out.is_symlink():
+        check_replaceable(out)  # again: the folder may have changed during the export
         shutil.rmtree(out)
     shutil.move(str(stage), str(out))
     result = Result(out, manifest, lines, progress.elapsed, dict(progress.timings))
