@@ -17,6 +17,7 @@ import statistics
 import time
 
 from edge_gesture.config import load_config
+from edge_gesture.machine import cpu_facts, cpu_line
 
 
 def _peak_rss_mb() -> float:
@@ -95,6 +96,7 @@ def main(args) -> int:
                 for s in rs[0]["latency_ms"]}
 
     report = {
+        "cpu": cpu_facts(),
         "source": args.source,
         "repeats": len(runs),
         "frames_per_run": runs[0]["frames"],
@@ -113,6 +115,7 @@ def main(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
+    print(cpu_line(report["cpu"]))
     print(f"source: {args.source}  ({report['frames_per_run']} frames/run, {len(runs)} runs, medians)")
     print(f"capacity: {report['fps_processed']} processed frames/s   runs: {report['fps_processed_runs']}")
     print(f"live (paced at the file's rate): {report['live']['fps_processed']} frames/s processed, "

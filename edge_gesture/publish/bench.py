@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from edge_gesture.config import Config, load_config
+from edge_gesture.machine import cpu_facts, cpu_line
 
 
 def _free_port() -> int:
@@ -239,6 +240,7 @@ def main(args) -> int:
         return round(statistics.median(vals), 2)
 
     report = {
+        "cpu": cpu_facts(),
         "source": source,
         "broker": f"{host}:{port}" + ("" if args.broker else " (private mosquitto)"),
         "protocol": cfg.mqtt.protocol,
@@ -263,6 +265,7 @@ def main(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0 if report["lost_total"] == 0 else 1
+    print(cpu_line(report["cpu"]))
     print(f"MQTT burst: {args.events} events in 1 s while processing {source} frames; "
           f"broker {report['broker']}, MQTT {report['protocol']}, QoS {report['qos']}; "
           f"{report['repeats']} runs, medians")
