@@ -138,6 +138,8 @@ class Daemon:
             if self.vlm is not None:
                 # Ready means the VLM is warm, or known to be down (then landmarks only,
                 # retrying). A stop meanwhile does not wait for the load, nor announce `online`.
+                log.info("waiting for the vlm to load before starting capture and mqtt",
+                         bundle=self.cfg.vlm.bundle, at_most_s=VLM_LOAD_WAIT_S)
                 self.vlm.wait_ready(VLM_LOAD_WAIT_S, cancel=self._stop)
                 if self._stop.is_set():
                     return 0

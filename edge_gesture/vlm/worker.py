@@ -115,6 +115,7 @@ class VlmWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._in_load = False  # the thread is inside the loader, which no stop interrupts
         self.devices: dict[str, str] = {}
         self.counts = {"decisions": 0, "skipped_unchanged": 0, "failures": 0, "slow": 0}
         self.last_latency_s: float | None = None
@@ -212,7 +213,9 @@ class VlmWorker:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        if self._thread is not None:
+        # No wait for a load (see above). The thread clears _in_load before it checks _stop,
+        # so a load ending meanwhile is either joined here or closes what it loaded itself.
+        if self._thread is not None and not self._in_load:
             self._thread.join(timeout)
         ended = not (self._thread is not None and self._thread.is_alive())
         rt, self._runtime = self._runtime, None
@@ -245,12 +248,15 @@ class VlmWorker:
         with self._cond:
             self._state = "loading" if self._state != "failed" else "failed"
         t0 = time.perf_counter()
+        self._in_load = True
         try:
             rt = self._loader(self.cfg)
         except Exception as e:  # any load failure leaves the daemon on landmarks
             if not self._stop.is_set():
                 self._fail(f"cannot load the VLM: {_reason(e)}")
             return False
+        finally:
+            self._in_load = False
         if self._stop.is_set():  # stopped while loading: the daemon has gone on without it
             rt.close()
             return False
