@@ -290,6 +290,22 @@ def test_a_truncated_derived_file_is_rebuilt(tiny_ov_bundle, tmp_path, caplog, n
     assert not [r for r in caplog.records if "rebuilding it" in r.getMessage()]
 
 
+def test_a_truncated_compiled_model_cache_blob_is_recompiled(tiny_ov_bundle, tmp_path):
+    """OpenVINO's own cache (CACHE_DIR, the same folder): a blob cut short by a power cut makes
+    OpenVINO compile again and rewrite it, not fail."""
+    opts = BackendOptions(precision="f32", cache_dir=tmp_path / "cache")
+    first = VlmRuntime(tiny_ov_bundle, GESTURES, opts)
+    pv = pixel_values(crop(), first.manifest.image)
+    want = first.backend.prefill(first.backend.vision(pv))
+    blobs = sorted((tmp_path / "cache").glob("*.blob"))
+    assert blobs
+    for blob in blobs:
+        with open(blob, "r+b") as f:
+            f.truncate(blob.stat().st_size // 2)
+    again = VlmRuntime(tiny_ov_bundle, GESTURES, opts)
+    np.testing.assert_allclose(again.backend.prefill(again.backend.vision(pv)), want, atol=1e-5)
+
+
 def test_derived_files_appear_only_complete(tiny_ov_bundle, tmp_path):
     """They are written under a temporary name and renamed: nothing half-written is left
     under a final name, and no temporary file is left behind."""
