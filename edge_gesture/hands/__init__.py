@@ -32,6 +32,8 @@ class Hand:
     score: float  # MediaPipe's handedness score for this hand, 0..1
     bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 pixels around the landmarks, x1/y1 exclusive
     frame_size: tuple[int, int]  # width, height of the frame the landmarks are normalised to
+    # Which hand this is across frames (hands.tracks.HandTracks); 0 until a HandTracks assigns it.
+    track_id: int = 0
 
     @property
     def aspect(self) -> float:
