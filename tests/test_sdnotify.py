@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from edge_gesture.sdnotify import FrameWatchdog, Notifier, watchdog_interval
 
@@ -106,7 +107,7 @@ class FakeClock:
         return self.t
 
 
-def test_watchdog_pings_at_half_interval_while_frames_flow_and_stop_when_they_stop(manager):
+def test_watchdog_pings_once_per_interval_while_frames_flow_and_at_once_when_they_resume(manager):
     sock, path = manager
     clock = FakeClock()
     n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"})  # ping every 1 s
@@ -117,9 +118,29 @@ def test_watchdog_pings_at_half_interval_while_frames_flow_and_stop_when_they_st
         clock.t += 1 / 30
     pings = received(sock)
     assert pings == ["WATCHDOG=1"] * 3
-    # Frames stop: time passes but nothing calls progress(), so nothing is sent.
+    # Frames stop for 10 s (the frame loop then does not call progress(); test_service checks
+    # that end to end). When they come back, the first one pings at once instead of waiting out
+    # an interval, and the interval counts from that ping: frames 0.25 s apart ping every 4th.
     clock.t += 10
-    assert received(sock) == []
-    # Frames come back: pinging resumes at once.
-    assert wd.progress()
-    assert received(sock) == ["WATCHDOG=1"]
+    sent = [wd.progress()]
+    for _ in range(8):
+        clock.t += 0.25
+        sent.append(wd.progress())
+    assert sent == [True, False, False, False, True, False, False, False, True]
+    assert received(sock) == ["WATCHDOG=1"] * 3
+    assert wd.pings == 6
+
+
+def test_a_vanished_manager_is_logged_once_not_per_ping(tmp_path):
+    # The socket goes away under a running daemon: every frame's ping fails, one line says so.
+    path = tmp_path / "notify.sock"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(path))
+    n = Notifier({"NOTIFY_SOCKET": str(path)})
+    assert n.ready()
+    s.close()
+    path.unlink()
+    with capture_logs() as logs:
+        assert [n.watchdog() for _ in range(50)] == [False] * 50
+    assert [(e["log_level"], e["event"]) for e in logs] == [("warning", "sd_notify failed")]
+    assert str(path) in logs[0]["socket"]
