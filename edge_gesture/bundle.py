@@ -499,8 +499,8 @@ def load_bundle_manifest(
     if not root.is_dir():
         raise BundleError(f"{root}: not a directory (expected a model bundle folder)")
     path = root / MANIFEST_NAME
-    _check_no_links(root)
     data = _read_manifest_json(path)
+    _check_no_links(root)  # after: a folder that is no bundle at all (a home folder) is not walked
     _check_schema_version(path, data)
     try:
         manifest = BundleManifest.model_validate(data)
