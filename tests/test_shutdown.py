@@ -4,7 +4,6 @@ signal; however busy the frame loop is and however long the VLM's load would sti
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
@@ -22,6 +21,7 @@ import pytest
 
 from tests import chatty_daemon
 from tests.mqtt_recorder import Recorder
+from tests.stalled_file import stall, wait_for_reader
 
 pytestmark = pytest.mark.e2e
 
@@ -192,27 +192,13 @@ def test_sigterm_while_the_frame_loop_logs_heavily_always_stops_cleanly(tmp_path
         late.close()
 
 
-def open_writer_once_read(fifo: Path, timeout: float) -> int:
-    """The write end of `fifo`, opened as soon as someone is reading it: opening it without
-    blocking fails (ENXIO) until a reader has it open."""
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as e:
-            if e.errno != errno.ENXIO or time.monotonic() > end:
-                raise
-        time.sleep(0.02)
-
-
 def test_sigterm_during_a_vlm_load_that_hangs_exits_at_once_without_going_online(tmp_path, broker):
     """The VLM's bundle is read from storage that does not answer (its manifest is a FIFO that
     never delivers), standing for any load that takes long: a first GPU/NPU compile takes a
     minute. SIGTERM must not wait for it: exit 0 within 5 s, never `online`."""
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    manifest = bundle / "edge-gesture-model.json"
-    os.mkfifo(manifest)
+    manifest = stall(bundle / "edge-gesture-model.json")
     cfg = daemon_config(tmp_path / "vlm.toml", broker.port, "slowvlm", extra=f"""
 [service]
 cache_dir = "{tmp_path / 'cache'}"
@@ -228,7 +214,7 @@ bundle = "{bundle}"
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     try:
         # The load has reached the manifest and now waits for bytes that never come.
-        writer = open_writer_once_read(manifest, 60)
+        writer = wait_for_reader(manifest, 60)
         # The frame loop's side: signal handlers installed, waiting for the VLM.
         wait_until(lambda: "waiting for the vlm" in log.read_text(errors="replace"), 60,
                    "the daemon waiting for the VLM")
