@@ -18,6 +18,7 @@ from edge_gesture.deadline import Deadline
 from edge_gesture.decide import Decider, GestureEvent, Observation
 from edge_gesture.gestures import classify_landmarks
 from edge_gesture.hands import Hand, HandTracker
+from edge_gesture.hands.tracks import HandTracks
 from edge_gesture.stats import PipelineStats
 
 log = structlog.get_logger("daemon")
@@ -53,6 +54,7 @@ class FramePipeline:
     def __init__(self, cfg: Config, tracker: HandTracker | None = None, vlm=None):
         self.cfg = cfg
         self.tracker = tracker or HandTracker(cfg.hands)
+        self.tracks = HandTracks(cfg.decide.lost_after_s)
         self.decider = Decider(cfg.decide, cfg.gestures.enabled)
         self.vlm = vlm  # a VlmWorker, or None: landmarks only
 
@@ -60,13 +62,14 @@ class FramePipeline:
         """Apply new thresholds and gesture list; True if that changed the active gestures,
         which the caller publishes (the next frame's `state_changed` only covers that frame)."""
         self.cfg = cfg
+        self.tracks.lost_after_s = cfg.decide.lost_after_s  # the hands keep their track ids
         before = self.decider.state()
         self.decider.reconfigure(cfg.decide, cfg.gestures.enabled)
         return self.decider.state() != before
 
     def process(self, frame: Frame) -> FrameResult:
         t0 = time.perf_counter()
-        hands = self.tracker.detect(frame.image)
+        hands = self.tracks.assign(self.tracker.detect(frame.image), frame.t)
         t1 = time.perf_counter()
         observations = [self.observe(hand) for hand in hands]
         if self.vlm is not None:
@@ -80,8 +83,8 @@ class FramePipeline:
     def observe(self, hand: Hand) -> Observation:
         guess = classify_landmarks(hand.landmarks, hand.handedness, aspect=hand.aspect)
         if guess.label == "unknown" or guess.confidence < self.cfg.gestures.min_confidence:
-            return Observation(hand.handedness, None, 0.0, "landmarks")
-        return Observation(hand.handedness, guess.label, guess.confidence, "landmarks")
+            return Observation(hand.track_id, hand.handedness, None, 0.0, "landmarks")
+        return Observation(hand.track_id, hand.handedness, guess.label, guess.confidence, "landmarks")
 
     def _with_vlm(self, frame: Frame, hands: list[Hand], observations: list[Observation]
                   ) -> list[Observation]:
@@ -89,7 +92,7 @@ class FramePipeline:
 
         self.vlm.submit(frame, hands)  # never waits: the worker takes it when it is free
         up = self.vlm.available
-        return [fuse(obs, self.vlm.latest(obs.hand), frame.t, self.cfg.vlm, vlm_up=up)
+        return [fuse(obs, self.vlm.latest(obs.track), frame.t, self.cfg.vlm, vlm_up=up)
                 for obs in observations]
 
     def close(self) -> None:

@@ -13,6 +13,8 @@ A VLM answer is fresh when it is at most `vlm.max_age_s` old and at least `vlm.m
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from edge_gesture.config import LANDMARK_GESTURES, VlmConfig
 from edge_gesture.decide import Observation
 from edge_gesture.vlm.worker import VlmAnswer
@@ -27,7 +29,7 @@ def fuse(
     vlm_up: bool = True,
 ) -> Observation:
     """landmark: the landmark classifier's observation for this hand (label None: nothing);
-    vlm: the worker's latest answer for the same hand; now: the frame's time."""
+    vlm: the worker's latest answer for the same hand (its track); now: the frame's time."""
     if not vlm_up:
         return landmark
     fresh = (
@@ -37,10 +39,10 @@ def fuse(
     )
     said = vlm.label if fresh else None
     if said is not None and said != "none" and said not in LANDMARK_GESTURES:
-        return Observation(landmark.hand, said, vlm.probability, "vlm")
+        return replace(landmark, label=said, confidence=vlm.probability, source="vlm")
     if landmark.label is not None and said == landmark.label:
         both = 1.0 - (1.0 - landmark.confidence) * (1.0 - vlm.probability)
-        return Observation(landmark.hand, landmark.label, both, "both")
+        return replace(landmark, confidence=both, source="both")
     if cfg.fusion == "confirm" and landmark.label is not None:
-        return Observation(landmark.hand, None, 0.0, "landmarks")
+        return replace(landmark, label=None, confidence=0.0, source="landmarks")
     return landmark

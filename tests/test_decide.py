@@ -10,14 +10,15 @@ CFG = DecideConfig(window_s=0.4, enter_threshold=0.6, exit_threshold=0.3, min_ho
                    cooldown_s=1.5, lost_after_s=0.5)
 
 
-def run(sequence, cfg=CFG, enabled=LANDMARK_GESTURES, hand="right"):
-    """sequence: list of (seconds, label or None, confidence); label "-" means no hand in view."""
+def run(sequence, cfg=CFG, enabled=LANDMARK_GESTURES, hand="right", track=1):
+    """sequence: list of (seconds, label or None, confidence); label "-" means no hand in view.
+    The hand keeps its track id throughout."""
     d = Decider(cfg, enabled)
     t = 0.0
     events, states = [], []
     for seconds, label, conf in sequence:
         for _ in range(round(seconds * FPS)):
-            obs = [] if label == "-" else [Observation(hand, label, conf)]
+            obs = [] if label == "-" else [Observation(track, hand, label, conf)]
             for ev in d.update(t, obs):
                 events.append((round(ev.t, 2), ev.gesture, ev.hand))
             if d.state_changed:
@@ -92,7 +93,7 @@ def test_two_hands_are_debounced_independently():
     fired = []
     for i in range(60):
         t = i / FPS
-        obs = [Observation("left", "fist", 0.9), Observation("right", "victory", 0.9)]
+        obs = [Observation(1, "left", "fist", 0.9), Observation(2, "right", "victory", 0.9)]
         fired += [(e.hand, e.gesture) for e in d.update(t, obs)]
     assert sorted(fired) == [("left", "fist"), ("right", "victory")]
     assert d.state() == {"left": "fist", "right": "victory"}
@@ -101,7 +102,7 @@ def test_two_hands_are_debounced_independently():
 def test_reconfigure_ends_a_gesture_that_is_no_longer_enabled():
     d = Decider(CFG, LANDMARK_GESTURES)
     for i in range(30):
-        d.update(i / FPS, [Observation("right", "fist", 0.9)])
+        d.update(i / FPS, [Observation(1, "right", "fist", 0.9)])
     assert d.state() == {"right": "fist"}
     d.reconfigure(CFG, ["open_palm"])
     assert d.state_changed and d.state() == {"right": None}
@@ -125,17 +126,88 @@ def test_a_hand_that_leaves_fires_again_once_the_cooldown_has_passed():
 
 
 def test_cooldowns_of_hands_long_gone_are_forgotten():
-    # Hands come and go under fresh keys (as per-track ids will): the remembered cooldowns must
+    # Hands come and go under fresh track ids: the remembered cooldowns must
     # not grow with every hand ever seen, or a week-long run leaks memory.
     d = Decider(CFG, LANDMARK_GESTURES)
     t = 0.0
     fired = 0
     for n in range(200):
         for _ in range(int(FPS)):  # 1 s of a fist from hand n, then 1 s with nobody in view
-            fired += len(d.update(t, [Observation(f"track-{n}", "fist", 0.9)]))
+            fired += len(d.update(t, [Observation(n + 1, "right", "fist", 0.9)]))
             t += 1 / FPS
         for _ in range(int(FPS)):
             d.update(t, [])
             t += 1 / FPS
     assert fired == 200
     assert len(d.cooldowns) <= 2  # only hands whose cooldown (1.5 s) is still running
+
+
+def frames(d, seconds, t0, per_frame):
+    """Run `per_frame(t)` -> observations through `d` for `seconds` from t0; returns (events, t)."""
+    events, t = [], t0
+    for _ in range(round(seconds * FPS)):
+        events += [(e.hand, e.gesture) for e in d.update(t, per_frame(t))]
+        t += 1 / FPS
+    return events, t
+
+
+def test_two_peoples_right_hands_are_debounced_apart_and_both_fire():
+    # Two tracks with one label: each its own gesture, the same gesture from both fires twice.
+    cfg = CFG.model_copy(update={"cooldown_s": 5.0})
+    d = Decider(cfg, LANDMARK_GESTURES)
+    events, _ = frames(d, 2, 0.0, lambda t: [Observation(1, "right", "fist", 0.9),
+                                              Observation(2, "right", "fist", 0.9)])
+    assert events == [("right", "fist"), ("right", "fist")]
+
+
+def test_state_shows_per_label_the_newest_active_gesture_of_its_tracks():
+    d = Decider(CFG, LANDMARK_GESTURES)
+    _, t = frames(d, 1, 0.0, lambda t: [Observation(1, "right", "fist", 0.9),
+                                         Observation(2, "right", None, 0.0)])
+    assert d.state() == {"right": "fist"}  # a gesture shown beats none
+    _, t = frames(d, 1, t, lambda t: [Observation(1, "right", "fist", 0.9),
+                                       Observation(2, "right", "victory", 0.9)])
+    assert d.state() == {"right": "victory"}  # the one that became active last
+    _, t = frames(d, 1, t, lambda t: [Observation(1, "right", "fist", 0.9),
+                                       Observation(2, "right", None, 0.0)])
+    assert d.state() == {"right": "fist"}  # and the other again when that one ends
+    _, t = frames(d, 1, t, lambda t: [Observation(1, "right", None, 0.0),
+                                       Observation(3, "left", "ok", 0.9)])
+    assert d.state() == {"left": "ok", "right": None}
+
+
+def test_a_hand_back_under_a_new_track_keeps_its_cooldown():
+    # Gone for longer than lost_after_s, the hand comes back as track 2: its fist is still inside
+    # the cooldown of track 1's; the other hand's is not, nor is a fist once the cooldown is over.
+    cfg = CFG.model_copy(update={"cooldown_s": 3.0})
+    d = Decider(cfg, LANDMARK_GESTURES)
+    first, t = frames(d, 1, 0.0, lambda t: [Observation(1, "right", "fist", 0.9)])
+    _, t = frames(d, 0.7, t, lambda t: [])
+    back, t = frames(d, 1, t, lambda t: [Observation(2, "right", "fist", 0.9),
+                                          Observation(3, "left", "fist", 0.9)])
+    assert first == [("right", "fist")] and back == [("left", "fist")]
+    _, t = frames(d, 1, t, lambda t: [])
+    later, t = frames(d, 1, t, lambda t: [Observation(4, "right", "fist", 0.9)])
+    assert later == [("right", "fist")]
+
+
+def test_a_hand_in_view_alongside_does_not_inherit_the_cooldown_of_one_that_left():
+    cfg = CFG.model_copy(update={"cooldown_s": 5.0})
+    d = Decider(cfg, LANDMARK_GESTURES)
+    first, t = frames(d, 1, 0.0, lambda t: [Observation(1, "right", "fist", 0.9),
+                                             Observation(2, "right", None, 0.0)])
+    _, t = frames(d, 1, t, lambda t: [Observation(2, "right", None, 0.0)])  # track 1 leaves
+    second, t = frames(d, 1, t, lambda t: [Observation(2, "right", "fist", 0.9)])
+    assert first == second == [("right", "fist")]
+
+
+def test_while_a_gesture_lasts_the_state_names_the_hand_its_event_named():
+    # The track's label turns over while the fist is held: the state keeps saying the right
+    # hand shows it (as the event said), and follows the new label once the fist ends.
+    d = Decider(CFG, LANDMARK_GESTURES)
+    fired, t = frames(d, 1, 0.0, lambda t: [Observation(1, "right", "fist", 0.9)])
+    more, t = frames(d, 1, t, lambda t: [Observation(1, "left", "fist", 0.9)])
+    assert fired == [("right", "fist")] and more == []
+    assert d.state() == {"right": "fist"}
+    frames(d, 1, t, lambda t: [Observation(1, "left", None, 0.0)])
+    assert d.state() == {"left": None}

@@ -11,12 +11,12 @@ from edge_gesture.vlm.worker import VlmAnswer
 
 ASSIST = VlmConfig(fusion="assist", max_age_s=1.0, min_probability=0.5)
 CONFIRM = VlmConfig(fusion="confirm", max_age_s=1.0, min_probability=0.5)
-FIST = Observation("right", "fist", 0.8, "landmarks")
-NOTHING = Observation("right", None, 0.0, "landmarks")
+FIST = Observation(3, "right", "fist", 0.8, "landmarks")
+NOTHING = Observation(3, "right", None, 0.0, "landmarks")
 
 
 def vlm(label: str, p: float = 0.9, t: float = 10.0) -> VlmAnswer:
-    return VlmAnswer("right", label, p, t, 0.3)
+    return VlmAnswer(3, label, p, t, 0.3)
 
 
 @pytest.mark.parametrize("cfg", [ASSIST, CONFIRM])
@@ -29,7 +29,7 @@ def test_agreement_is_both_and_more_confident(cfg):
 @pytest.mark.parametrize("cfg", [ASSIST, CONFIRM])
 def test_a_gesture_only_the_vlm_knows_fires_on_the_vlm(cfg):
     got = fuse(FIST, vlm("crossed_fingers", 0.7), 10.2, cfg)
-    assert got == Observation("right", "crossed_fingers", 0.7, "vlm")
+    assert got == Observation(3, "right", "crossed_fingers", 0.7, "vlm")
     assert fuse(NOTHING, vlm("crossed_fingers", 0.7), 10.2, cfg).label == "crossed_fingers"
 
 

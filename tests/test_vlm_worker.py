@@ -35,10 +35,10 @@ def frame(t: float) -> Frame:
     return Frame(img, int(t * 30), t, time.time(), time.monotonic())
 
 
-def hand(shift: float = 0.0, side: str = "right") -> Hand:
+def hand(shift: float = 0.0, side: str = "right", track: int = 1) -> Hand:
     lm = np.random.default_rng(7).uniform(0.3, 0.6, (21, 3)).astype(np.float32)
     lm[:, 0] += shift
-    return Hand(lm, side, 0.9, (100 + int(shift * 320), 70, 180, 170), (320, 240))
+    return Hand(lm, side, 0.9, (100 + int(shift * 320), 70, 180, 170), (320, 240), track)
 
 
 def wait_for(cond, timeout=20.0):
@@ -59,22 +59,22 @@ def worker(tiny_ov_bundle, tmp_path):
 
 def test_answers_for_a_hand_and_skips_it_while_unchanged(worker):
     assert worker.start() and worker.status()["state"] == "ok"
-    assert worker.latest("right") is None
+    assert worker.latest(1) is None
     worker.submit(frame(1.0), [hand()])
-    assert wait_for(lambda: worker.latest("right") is not None)
-    a = worker.latest("right")
+    assert wait_for(lambda: worker.latest(1) is not None)
+    a = worker.latest(1)
     assert a.label in {n for n, _ in GESTURES} | {"none"} and 0 < a.probability <= 1
     assert a.t == 1.0 and a.latency > 0
     # Same pose a moment later: no new decision, the answer now holds at the new frame time.
     worker.submit(frame(1.5), [hand(0.001)])
     time.sleep(0.3)
     assert worker.counts["decisions"] == 1 and worker.counts["skipped_unchanged"] == 1
-    assert worker.latest("right").t == 1.5
+    assert worker.latest(1).t == 1.5
     # The hand moves: asked again.
     worker.submit(frame(2.0), [hand(0.1)])
     assert wait_for(lambda: worker.counts["decisions"] == 2)
-    assert worker.latest("right").t == 2.0
-    assert worker.latest("left") is None
+    assert worker.latest(1).t == 2.0
+    assert worker.latest(2) is None
 
 
 def test_one_in_flight_at_the_rate_limit_on_the_newest_frame(tiny_ov_bundle, tmp_path):
@@ -88,10 +88,10 @@ def test_one_in_flight_at_the_rate_limit_on_the_newest_frame(tiny_ov_bundle, tmp
             w.submit(frame(t), [hand(0.05 * (int(t * 50) % 2))])
             time.sleep(0.02)
         last_offered = t
-        assert wait_for(lambda: w.latest("right") is not None)
+        assert wait_for(lambda: w.latest(1) is not None)
         time.sleep(0.3)
         assert 3 <= w.counts["decisions"] <= 8  # ~4 per second, never one per frame (80)
-        assert last_offered - w.latest("right").t < 0.3  # decided on a recent frame
+        assert last_offered - w.latest(1).t < 0.3  # decided on a recent frame
     finally:
         w.stop()
 
@@ -107,7 +107,7 @@ def test_an_absent_device_leaves_it_down_logged_once_and_retried(tiny_ov_bundle,
         errors = [e for e in logs if e["log_level"] == "error"]
         assert len(errors) == 1 and "NPU" in errors[0]["error"]
         w.submit(frame(1.0), [hand()])
-        assert w.latest("right") is None and not w.available
+        assert w.latest(1) is None and not w.available
     finally:
         w.stop()
 
@@ -131,10 +131,43 @@ def test_an_inference_fault_drops_to_landmarks_and_the_vlm_comes_back(worker):
     with capture_logs() as logs:
         worker.submit(frame(1.0), [hand()])
         assert wait_for(lambda: worker.counts["failures"] == 1)
-        assert worker.latest("right") is None
+        assert worker.latest(1) is None
         assert wait_for(lambda: worker.status()["state"] == "ok", timeout=20)
         worker.submit(frame(2.0), [hand(0.2)])
-        assert wait_for(lambda: worker.latest("right") is not None)
+        assert wait_for(lambda: worker.latest(1) is not None)
     events = [(e["log_level"], e["event"]) for e in logs]
     assert ("error", "vlm unavailable: landmarks only; retrying with backoff") in events
     assert ("info", "vlm recovered") in events
+
+
+def test_two_still_hands_with_one_label_are_asked_once_each(worker):
+    # Two people's right hands: told apart by track, each is decided once and then, not moving,
+    # skipped. Keyed by the label, each would look moved against the other and be asked forever.
+    assert worker.start()
+    hands = [hand(0.0, "right", track=1), hand(0.3, "right", track=2)]
+    t = 1.0
+    for n in (1, 2):  # one decision per offer: the hand asked least recently goes first
+        worker.submit(frame(t), hands)
+        assert wait_for(lambda n=n: worker.counts["decisions"] == n)
+        t += 0.1
+    first, second = worker.latest(1), worker.latest(2)
+    assert first is not None and second is not None
+    skipped = worker.counts["skipped_unchanged"]
+    for _ in range(10):
+        worker.submit(frame(t), hands)
+        t += 0.1
+    assert worker.counts["skipped_unchanged"] - skipped == 20  # both hands, every frame
+    assert worker.latest(1).t == worker.latest(2).t == pytest.approx(t - 0.1)
+    assert worker.counts["decisions"] == 2
+
+
+def test_what_is_kept_for_a_hand_goes_with_its_track(worker):
+    # Track ids are never reused, so answers kept for tracks long out of view would pile up.
+    assert worker.start()
+    lost_after_s = worker.cfg.decide.lost_after_s
+    for n in range(1, 6):  # one hand after another, each in view lost_after_s after the last
+        worker.submit(frame(n * 2 * lost_after_s), [hand(0.05 * n, track=n)])
+        assert wait_for(lambda n=n: worker.latest(n) is not None)
+        if n > 1:
+            assert worker.latest(n - 1) is None
+    assert len(worker._answers) == len(worker._decided_landmarks) == 1

@@ -2,8 +2,11 @@
 
 The frame loop calls `submit(frame, hands)` on every frame; it costs a few comparisons. The
 worker runs at most one decision at a time, at most `max_rate_hz`, always on the newest frame
-offered (older offers are overwritten, not queued). A hand whose landmarks have not moved since
-its last decision is not asked again; its last answer stays valid and its time moves on.
+offered (older offers are overwritten, not queued). Hands are known by their track id
+(hands.tracks), so two hands with the same left/right label are two hands here too. A hand whose
+landmarks have not moved since its last decision is not asked again; its last answer stays valid
+and its time moves on. What is kept for a track goes once it has been out of view for
+`decide.lost_after_s` (its id never comes back).
 
 Failures never reach the frame loop: a bundle or device that will not load, an inference that
 raises, or decisions slower than `timeout_s` make the worker unavailable (the daemon then runs on
@@ -32,7 +35,7 @@ log = structlog.get_logger("vlm")
 
 @dataclass(frozen=True, slots=True)
 class VlmAnswer:
-    hand: str
+    track: int  # the hand's track id
     label: str  # an enabled gesture or "none"
     probability: float
     t: float  # frame time (monotonic s) up to which the answer is known to hold
@@ -104,9 +107,11 @@ class VlmWorker:
         self._clock = clock
         self._cond = threading.Condition()
         self._job: _Job | None = None
-        self._answers: dict[str, VlmAnswer] = {}
-        self._decided_landmarks: dict[str, np.ndarray] = {}  # at each hand's last decision
-        self._last_decided_at: dict[str, float] = {}
+        # All by track id.
+        self._answers: dict[int, VlmAnswer] = {}
+        self._decided_landmarks: dict[int, np.ndarray] = {}  # at each hand's last decision
+        self._last_decided_at: dict[int, float] = {}
+        self._offered_at: dict[int, float] = {}  # frame time each track was last offered
         self._runtime = None
         self._state = "stopped"  # loading, ok, slow, failed, stopped
         self._error: str | None = None
@@ -169,7 +174,10 @@ class VlmWorker:
         candidates = []
         with self._cond:
             for hand in hands:
-                key = hand.handedness
+                self._offered_at[hand.track_id] = frame.t
+            self._forget_gone(frame.t)
+            for hand in hands:
+                key = hand.track_id
                 before = self._decided_landmarks.get(key)
                 if before is not None and landmark_shift(before, hand.landmarks) < still:
                     ans = self._answers.get(key)
@@ -182,16 +190,27 @@ class VlmWorker:
             if not candidates:
                 return
             # The hand asked least recently goes first, so two hands take turns.
-            hand = min(candidates, key=lambda h: self._last_decided_at.get(h.handedness, -1.0))
+            hand = min(candidates, key=lambda h: self._last_decided_at.get(h.track_id, -1.0))
             self._job = _Job(frame, hand)
             self._cond.notify()
 
-    def latest(self, hand: str) -> VlmAnswer | None:
-        """The newest usable answer for this hand; None when there is none or the VLM is down."""
+    def _forget_gone(self, t: float) -> None:
+        """Drop what is kept for tracks out of view for lost_after_s: they never come back, and
+        a long run sees hands come and go under ever new ids. Called holding the lock."""
+        gone = [k for k, at in self._offered_at.items() if t - at >= self.cfg.decide.lost_after_s]
+        for k in gone:
+            del self._offered_at[k]
+            self._answers.pop(k, None)
+            self._decided_landmarks.pop(k, None)
+            self._last_decided_at.pop(k, None)
+
+    def latest(self, track: int) -> VlmAnswer | None:
+        """The newest usable answer for the hand with this track id; None when there is none
+        or the VLM is down."""
         if not self.available:
             return None
         with self._cond:
-            return self._answers.get(hand)
+            return self._answers.get(track)
 
     def status(self) -> dict:
         return {
@@ -290,9 +309,10 @@ class VlmWorker:
             if job is not None:
                 self._busy_since = self._clock()
                 self._last_start = self._busy_since
-                key = job.hand.handedness
-                self._decided_landmarks[key] = np.array(job.hand.landmarks, copy=True)
-                self._last_decided_at[key] = self._busy_since
+                key = job.hand.track_id
+                if key in self._offered_at:  # else its track went while the job waited
+                    self._decided_landmarks[key] = np.array(job.hand.landmarks, copy=True)
+                    self._last_decided_at[key] = self._busy_since
         return job
 
     def _decide(self, job: _Job) -> None:
@@ -324,7 +344,7 @@ class VlmWorker:
             self.counts["decisions"] += 1
             if latency > self.cfg.vlm.timeout_s:
                 self.counts["slow"] += 1
-                self._decided_landmarks.pop(hand.handedness, None)
+                self._decided_landmarks.pop(hand.track_id, None)
                 if self._state == "ok":
                     self._state = "slow"
                     log.warning("vlm too slow: landmarks only until it is fast again",
@@ -333,9 +353,10 @@ class VlmWorker:
             if self._state == "slow":
                 self._state = "ok"
                 log.info("vlm fast again", latency_s=round(latency, 3))
-            self._answers[hand.handedness] = VlmAnswer(
-                hand.handedness, result.label, result.probability, job.frame.t, latency
-            )
+            if hand.track_id in self._offered_at:  # else gone while it was being decided
+                self._answers[hand.track_id] = VlmAnswer(
+                    hand.track_id, result.label, result.probability, job.frame.t, latency
+                )
 
     def _fail(self, message: str) -> None:
         with self._cond:
@@ -356,7 +377,7 @@ def _reason(e: BaseException) -> str:
 
 
 def _with_t(a: VlmAnswer, t: float) -> VlmAnswer:
-    return VlmAnswer(a.hand, a.label, a.probability, t, a.latency)
+    return VlmAnswer(a.track, a.label, a.probability, t, a.latency)
 
 
 #: Gestures that only the VLM can recognise, from the enabled list.
