@@ -5,7 +5,10 @@ decisions, to be reviewed before training on them):
 
     DIR/frames/<label>/<stem>.jpg    the whole frame
     DIR/frames/<label>/<stem>.json   event, hands (landmarks, bbox), frame index and time
-    DIR/crops/<label>/<stem>-<hand>.jpg   each hand's padded crop (what the VLM would see)
+    DIR/crops/<label>/<stem>-<track>-<hand>.jpg   each hand's padded crop (what the VLM would see)
+
+`<track>` is the hand's track id, so two hands with one left/right label (two people's right
+hands) get a crop each.
 
 `<label>` is the gesture for events and `none` for sampled frames without one (as in `eval`,
 where `none` means "no event expected"; the sidecar's `hands` tells whether a hand was in
@@ -35,7 +38,7 @@ from edge_gesture.config import Config, DatasetConfig
 
 log = structlog.get_logger("dataset")
 
-_OURS = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-\d{6}(-(left|right))?\.(jpg|json)$")
+_OURS = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-\d{6}(-(\d+-)?(left|right))?\.(jpg|json)$")
 _CROP_PAD = 0.2  # share of the box size added on each side: fingertips near the edge stay in
 
 
@@ -167,7 +170,8 @@ class DatasetWriter:
             "captured_at": s.wall,
             "events": [{"gesture": e.gesture, "hand": e.hand, "confidence": round(e.confidence, 4),
                         "source": e.source} for e in s.events],
-            "hands": [{"handedness": h.handedness, "score": round(float(h.score), 4),
+            "hands": [{"handedness": h.handedness, "track": h.track_id,
+                       "score": round(float(h.score), 4),
                        "bbox": [int(v) for v in h.bbox],
                        "landmarks": np.round(h.landmarks, 5).tolist()} for h in s.hands],
         }
@@ -178,7 +182,7 @@ class DatasetWriter:
             for h in s.hands:
                 crop = padded_crop(s.image, h.bbox)
                 if crop.size:
-                    self._put(crops / f"{stem}-{h.handedness}.jpg", _jpeg(crop, params))
+                    self._put(crops / f"{stem}-{h.track_id}-{h.handedness}.jpg", _jpeg(crop, params))
         self.saved += 1
 
     def _put(self, path: Path, data: bytes) -> None:

@@ -26,9 +26,9 @@ def frame(i: int, seed: int | None = None) -> Frame:
     return Frame(img, i, float(i), 1_700_000_000.0 + i, float(i))
 
 
-def hand(side: str = "right") -> Hand:
+def hand(side: str = "right", track: int = 1) -> Hand:
     lm = np.random.default_rng(1).random((21, 3), dtype=np.float32)
-    return Hand(lm, side, 0.93, (40, 30, 100, 90), (160, 120))
+    return Hand(lm, side, 0.93, (40, 30, 100, 90), (160, 120), track)
 
 
 def event(g: str = "fist", side: str = "right") -> GestureEvent:
@@ -46,7 +46,7 @@ def files(root: Path) -> list[Path]:
 
 def test_event_frame_crop_and_metadata_are_saved_in_the_eval_layout(tmp_path):
     w = writer(tmp_path, no_gesture_sample_rate=0)
-    assert w.offer(frame(7), [hand("right"), hand("left")], [event("ok")]) == "ok"
+    assert w.offer(frame(7), [hand("right", 1), hand("left", 2)], [event("ok")]) == "ok"
     w.close()
     root = tmp_path / "ds"
     imgs = list((root / "frames" / "ok").glob("*.jpg"))
@@ -61,6 +61,17 @@ def test_event_frame_crop_and_metadata_are_saved_in_the_eval_layout(tmp_path):
     assert crops == ["left.jpg", "right.jpg"]
     crop = cv2.imread(str(next((root / "crops" / "ok").glob("*right.jpg"))))
     assert crop.shape == (84, 84, 3)  # the 60x60 box plus 20% on each side
+
+
+def test_two_hands_with_one_label_get_a_crop_each(tmp_path):
+    # Two people's right hands: their track ids tell the crops (and the sidecar's hands) apart.
+    w = writer(tmp_path, no_gesture_sample_rate=0)
+    assert w.offer(frame(3), [hand("right", 4), hand("right", 9)], [event("fist")]) == "fist"
+    w.close()
+    crops = sorted(p.name.split("-", 2)[2] for p in (tmp_path / "ds" / "crops" / "fist").glob("*"))
+    assert crops == ["4-right.jpg", "9-right.jpg"]
+    meta = json.loads(next((tmp_path / "ds" / "frames" / "fist").glob("*.json")).read_text())
+    assert [(h["track"], h["handedness"]) for h in meta["hands"]] == [(4, "right"), (9, "right")]
 
 
 def test_frames_without_events_are_sampled_at_the_configured_rate(tmp_path):
