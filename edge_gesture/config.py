@@ -94,17 +94,66 @@ class CaptureConfig(Section):
 
 
 class HandsConfig(Section):
+    backend: Literal["openvino", "mediapipe"] = Field(
+        "openvino",
+        description=(
+            "`openvino`: MediaPipe's palm and landmark models run by OpenVINO on `device`, with a "
+            "search over the full frame that finds hands across a room. `mediapipe`: MediaPipe's "
+            "own graph on the CPU (the whole frame shrunk to 192x192: hands within arm's length)."
+        ),
+    )
+    device: str = Field(
+        "CPU", description="OpenVINO device for the hand models (openvino backend): CPU, GPU, NPU, AUTO."
+    )
+    fallback_device: str = Field(
+        "",
+        description="Used (with a warning) when `device` is not present; empty: an absent device is "
+        "an error that lists the devices present.",
+    )
+    threads: Annotated[int, Field(ge=0, le=64)] = Field(
+        0, description="CPU threads for the hand models; 0: OpenVINO's choice (all cores)."
+    )
     max_num_hands: Annotated[int, Field(ge=1, le=4)] = Field(
-        2, description="How many hands MediaPipe tracks at once."
+        2, description="How many hands are followed at once."
     )
     model_complexity: Literal[0, 1] = Field(
-        1, description="MediaPipe hand landmark model: 0 (lite, fastest) or 1 (full, more accurate)."
+        1, description="MediaPipe hand models: 0 (lite, fastest) or 1 (full, more accurate)."
     )
     min_detection_confidence: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.5, description="Palm detector score needed to start tracking a hand."
+        0.5, description="Palm detector score needed to start following a hand."
     )
     min_tracking_confidence: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.5, description="Landmark score below which tracking is dropped and detection reruns."
+        0.5, description="Landmark presence score below which a hand is let go and searched for again."
+    )
+    min_new_hand_presence: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.9,
+        description=(
+            "Landmark presence score a newly found hand needs (openvino backend). Higher than "
+            "`min_tracking_confidence` because the search over small squares proposes many "
+            "palm-like things (lips, noses, knuckles of a fist); real hands score above 0.9."
+        ),
+    )
+    min_hand_width: Annotated[float, Field(gt=0.005, le=0.5)] = Field(
+        0.035,
+        description=(
+            "Smallest hand to search for, as its box's share of the frame's width (openvino "
+            "backend). With a 78-degree webcam an 18 cm hand is about 0.11 at 1 m, 0.055 at 2 m, "
+            "0.037 at 3 m. Smaller means more search squares per pass."
+        ),
+    )
+    search_squares_per_frame: Annotated[int, Field(ge=1, le=64)] = Field(
+        8,
+        description=(
+            "Palm-detector squares run per frame while searching (openvino backend); a full pass "
+            "over the frame takes ceil(squares / this) frames."
+        ),
+    )
+    search_interval_frames: Annotated[int, Field(ge=1, le=300)] = Field(
+        3,
+        description=(
+            "While some hands are followed and fewer than `max_num_hands`, search for more only "
+            "every this many frames (openvino backend)."
+        ),
     )
     mirrored: bool = Field(
         False,
@@ -113,6 +162,11 @@ class HandsConfig(Section):
             "driver). Decides how MediaPipe's handedness maps to the person's own left or right."
         ),
     )
+
+    @field_validator("device", "fallback_device")
+    @classmethod
+    def _device_ok(cls, v: str) -> str:
+        return _openvino_device(v)
 
 
 class GestureDescription(Section):
@@ -453,6 +507,16 @@ class ServiceConfig(Section):
         return Path(self.cache_dir or _env_dir("CACHE_DIRECTORY") or Path.home() / ".cache/edge-gesture")
 
 
+def _openvino_device(v: str) -> str:
+    v = v.strip().upper()
+    if v and not _DEVICE.match(v):
+        raise ValueError(
+            "not an OpenVINO device name (e.g. CPU, GPU, GPU.1, NPU, AUTO, AUTO:GPU,CPU, "
+            "HETERO:GPU,CPU)"
+        )
+    return v
+
+
 _ONE_DEVICE = r"[A-Z]+(?:\.\d+)?"
 _DEVICE = re.compile(
     rf"^(?:{_ONE_DEVICE}|(?:AUTO|HETERO|MULTI)(?::{_ONE_DEVICE}(?:,{_ONE_DEVICE})*)?)$"
@@ -547,13 +611,7 @@ class VlmConfig(Section):
     @field_validator("device", "vision_device", "language_device", "fallback_device")
     @classmethod
     def _device_ok(cls, v: str) -> str:
-        v = v.strip().upper()
-        if v and not _DEVICE.match(v):
-            raise ValueError(
-                "not an OpenVINO device name (e.g. CPU, GPU, GPU.1, NPU, AUTO, AUTO:GPU,CPU, "
-                "HETERO:GPU,CPU)"
-            )
-        return v
+        return _openvino_device(v)
 
     @model_validator(mode="after")
     def _bundle_when_enabled(self) -> VlmConfig:

@@ -41,7 +41,7 @@ class Hand:
         return self.frame_size[0] / self.frame_size[1]
 
 
-def _bbox(landmarks: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+def box_in_frame(landmarks: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
     xs, ys = landmarks[:, 0] * width, landmarks[:, 1] * height
     # Landmarks of a hand partly outside the frame lie outside 0..1; the box stops at the edge.
     x0 = min(max(math.floor(float(xs.min())), 0), width)
@@ -49,6 +49,23 @@ def _bbox(landmarks: np.ndarray, width: int, height: int) -> tuple[int, int, int
     x1 = min(max(math.floor(float(xs.max())) + 1, 0), width)
     y1 = min(max(math.floor(float(ys.max())) + 1, 0), height)
     return x0, y0, x1, y1
+
+
+def check_frame(frame_bgr) -> None:
+    if not isinstance(frame_bgr, np.ndarray) or frame_bgr.dtype != np.uint8 \
+            or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
+        shape = getattr(frame_bgr, "shape", None)
+        dtype = getattr(frame_bgr, "dtype", type(frame_bgr).__name__)
+        raise ValueError(f"frame must be an 8-bit BGR image (H, W, 3), got {shape} {dtype}")
+
+
+def open_hands(cfg: HandsConfig, *, static_images: bool = False, cache_dir: str | None = None):
+    """The hand stage `hands.backend` names: OpenVINO's finder, or MediaPipe's own graph."""
+    if cfg.backend == "openvino":
+        from edge_gesture.hands.finder import OpenVinoHands
+
+        return OpenVinoHands(cfg, static_images=static_images, cache_dir=cache_dir)
+    return HandTracker(cfg, static_images=static_images)
 
 
 def _one_of_each(pair: list[Hand]) -> list[Hand]:
@@ -67,23 +84,20 @@ class HandTracker:
         from mediapipe.python.solutions import hands as mp_hands
 
         self._labels = _SAME if cfg.mirrored else _SWAP
-        self._mp = mp_hands.Hands(
+        self._make = lambda: mp_hands.Hands(
             static_image_mode=static_images,
             max_num_hands=cfg.max_num_hands,
             model_complexity=cfg.model_complexity,
             min_detection_confidence=cfg.min_detection_confidence,
             min_tracking_confidence=cfg.min_tracking_confidence,
         )
+        self._mp = self._make()
 
     def detect(self, frame_bgr: np.ndarray) -> list[Hand]:
         """Hands in one frame (8-bit BGR, as OpenCV delivers), at most `max_num_hands`."""
         if self._mp is None:
             raise RuntimeError("HandTracker is closed")
-        if not isinstance(frame_bgr, np.ndarray) or frame_bgr.dtype != np.uint8 \
-                or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
-            shape = getattr(frame_bgr, "shape", None)
-            dtype = getattr(frame_bgr, "dtype", type(frame_bgr).__name__)
-            raise ValueError(f"frame must be an 8-bit BGR image (H, W, 3), got {shape} {dtype}")
+        check_frame(frame_bgr)
         height, width = frame_bgr.shape[:2]
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
         # Read-only lets MediaPipe wrap the buffer instead of copying it.
@@ -99,12 +113,21 @@ class HandTracker:
                 landmarks=points,
                 handedness=self._labels[best.label],
                 score=float(best.score),
-                bbox=_bbox(points, width, height),
+                bbox=box_in_frame(points, width, height),
                 frame_size=(width, height),
             ))
         if len(hands) == 2 and hands[0].handedness == hands[1].handedness:
             hands = _one_of_each(hands)
         return hands
+
+    #: MediaPipe follows from the second frame on and searches only when it lost a hand.
+    frames_to_settle = 2
+
+    def forget(self) -> None:
+        """Drop the hands followed so far (a new scene): MediaPipe's graph keeps them, so a new
+        graph it is."""
+        self.close()
+        self._mp = self._make()
 
     def close(self) -> None:
         if self._mp is not None:

@@ -40,7 +40,8 @@ def missing(device: str, available: list[str]) -> list[str]:
     return [] if _present(device.strip(), available) else [device.strip()]
 
 
-def resolve(device: str, available: list[str], *, field: str, fallback: str = "") -> str:
+def resolve(device: str, available: list[str], *, field: str, fallback: str = "",
+            fallback_field: str = "vlm.fallback_device") -> str:
     """The device to compile for: `device` when present, else `fallback` (logged), else an error
     that names the config field and lists the devices this machine has."""
     absent = missing(device, available)
@@ -49,12 +50,12 @@ def resolve(device: str, available: list[str], *, field: str, fallback: str = ""
     have = ", ".join(available) or "none"
     if fallback and not missing(fallback, available):
         log.warning(
-            "%s: %s not present (this machine has %s); using vlm.fallback_device %s",
-            field, ", ".join(absent), have, fallback,
+            "%s: %s not present (this machine has %s); using %s %s",
+            field, ", ".join(absent), have, fallback_field, fallback,
         )
         return fallback
-    hint = f"; vlm.fallback_device {fallback!r} is not present either" if fallback else ""
+    hint = f"; {fallback_field} {fallback!r} is not present either" if fallback else ""
     raise DeviceError(
         f"{field}: device {device!r} is not present on this machine ({', '.join(absent)} missing)"
-        f"; available: {have}{hint}. Set {field} to one of them, AUTO, or set vlm.fallback_device."
+        f"; available: {have}{hint}. Set {field} to one of them, AUTO, or set {fallback_field}."
     )

@@ -1,0 +1,189 @@
+"""The OpenVINO hand stage: find new hands over the full frame, follow found ones from their landmarks.
+
+Per frame:
+1. every hand found before is read again by the landmark model in the square around its last
+   landmarks (MediaPipe's tracking), at the frame's full resolution: one small inference per
+   hand, whatever the camera's size; a hand whose presence score falls below
+   `hands.min_tracking_confidence` is let go;
+2. while fewer than `hands.max_num_hands` hands are followed, the palm detector looks at the next
+   few squares of the search cycle (`search.py`); while some are followed, only every
+   `hands.search_interval_frames`-th frame, so a second person is still noticed but a followed
+   hand does not pay for a full search every frame;
+3. each new palm becomes a hand region, which the landmark model confirms (presence) and reads.
+
+Stills (`static_images=True`, photos) search the whole plan at once and do not follow.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from edge_gesture.config import HandsConfig
+from edge_gesture.hands import Hand, box_in_frame, check_frame
+from edge_gesture.hands.geometry import Region, iou
+from edge_gesture.hands.landmarks import HandReading, read_hands
+from edge_gesture.hands.models import compile_hand_model
+from edge_gesture.hands.palm import detect_palms
+from edge_gesture.hands.search import SearchPlan
+
+log = logging.getLogger(__name__)
+
+# Two readings whose boxes overlap this much are one hand read twice (two squares converged).
+SAME_HAND_IOU = 0.5
+
+
+def _box(points: np.ndarray) -> tuple[float, float, float, float]:
+    lo, hi = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
+    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+
+def _inside(point: np.ndarray, box: tuple[float, float, float, float]) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
+
+
+class OpenVinoHandFinder:
+    """Hands in BGR frames with MediaPipe's models on OpenVINO. One per thread."""
+
+    def __init__(self, cfg: HandsConfig, *, static_images: bool = False, cache_dir: str | None = None,
+                 core=None):
+        import openvino as ov
+
+        from edge_gesture.vlm.devices import resolve
+
+        self.cfg = cfg
+        self.static_images = static_images
+        core = core or ov.Core()
+        device = resolve(cfg.device, list(core.available_devices), field="hands.device",
+                         fallback=cfg.fallback_device, fallback_field="hands.fallback_device")
+        self.device = device
+        # A CPU compile of these small models takes milliseconds; a GPU/NPU one is worth caching.
+        cache = None if device.upper().startswith("CPU") else cache_dir
+        self._palm = compile_hand_model(core, "palm_detection", cfg.model_complexity, device, cache,
+                                        cfg.threads)
+        self._landmarks = compile_hand_model(core, "hand_landmark", cfg.model_complexity, device,
+                                             cache, cfg.threads)
+        self._plan: SearchPlan | None = None
+        self._followed: list[Region] = []
+        self._frame_no = 0
+        #: The squares searched in the last frame, for the live view and tests.
+        self.last_search: list[Region] = []
+
+    def find(self, frame: np.ndarray) -> list[HandReading]:
+        """The hands in one frame (8-bit BGR), at most `max_num_hands`, as landmark readings."""
+        height, width = frame.shape[:2]
+        if self._plan is None or self._plan.size != (width, height):
+            if self._plan is not None:
+                log.warning("frame size changed from %dx%d to %dx%d; searching anew",
+                            *self._plan.size, width, height)
+            self._plan = SearchPlan(width, height, self.cfg.min_hand_width,
+                                    self.cfg.search_squares_per_frame)
+            self._followed = []
+        cfg = self.cfg
+        self._frame_no += 1
+
+        readings = [] if self.static_images else [
+            r for r in read_hands(self._landmarks, frame, self._followed)
+            if r.presence >= cfg.min_tracking_confidence]
+        readings = self._distinct(readings)
+
+        self.last_search = []
+        if len(readings) < cfg.max_num_hands and self._search_due(bool(readings)):
+            squares = self._plan.cycle if self.static_images else self._plan.next_squares()
+            self.last_search = squares
+            readings += self._new_hands(frame, squares, readings)
+
+        readings = readings[:cfg.max_num_hands]
+        self._followed = [] if self.static_images else [r.next_region() for r in readings]
+        return readings
+
+    @property
+    def frames_to_settle(self) -> int:
+        """Frames after which a still picture shows nothing new: every search square has been
+        looked at once more after the last change."""
+        if self._plan is None:
+            return 1
+        return self._plan.frames_per_pass * max(1, self.cfg.search_interval_frames) + 1
+
+    def _search_due(self, following: bool) -> bool:
+        return not following or self._frame_no % max(1, self.cfg.search_interval_frames) == 0
+
+    def _new_hands(self, frame: np.ndarray, squares: list[Region], known: list[HandReading]
+                   ) -> list[HandReading]:
+        cfg = self.cfg
+        boxes = [_box(r.points) for r in known]
+        palms = [p for p in detect_palms(self._palm, frame, squares, cfg.min_detection_confidence)
+                 if not any(_inside(p.keypoints[2], b) for b in boxes)]
+        palms = palms[:cfg.max_num_hands - len(known)]
+        threshold = max(cfg.min_new_hand_presence, cfg.min_tracking_confidence)
+        found = [r for r in read_hands(self._landmarks, frame, [p.hand_region() for p in palms])
+                 if r.presence >= threshold]
+        return self._distinct(found, known)
+
+    @staticmethod
+    def _distinct(readings: list[HandReading], known: list[HandReading] = ()) -> list[HandReading]:
+        kept: list[HandReading] = []
+        boxes = [_box(r.points) for r in known]
+        for r in sorted(readings, key=lambda r: r.presence, reverse=True):
+            box = _box(r.points)
+            if all(iou(box, b) < SAME_HAND_IOU for b in boxes):
+                kept.append(r)
+                boxes.append(box)
+        return kept
+
+    def forget(self) -> None:
+        """Drop the followed hands (a new scene, e.g. the next photo)."""
+        self._followed = []
+        if self._plan is not None:
+            self._plan.restart()
+
+    def close(self) -> None:
+        self._palm = self._landmarks = None
+
+
+class OpenVinoHands:
+    """`hands.backend = "openvino"`: the finder's readings as `Hand`s, like `HandTracker` gives."""
+
+    def __init__(self, cfg: HandsConfig, *, static_images: bool = False, cache_dir: str | None = None):
+        self.finder = OpenVinoHandFinder(cfg, static_images=static_images, cache_dir=cache_dir)
+        # The model's handedness names hands as in a mirrored selfie view (see hands/__init__.py).
+        self._left_label_is = "left" if cfg.mirrored else "right"
+        self._other = "right" if self._left_label_is == "left" else "left"
+
+    def detect(self, frame_bgr: np.ndarray) -> list[Hand]:
+        check_frame(frame_bgr)
+        height, width = frame_bgr.shape[:2]
+        scale = np.array([width, height, width], np.float32)
+        hands = []
+        for r in self.finder.find(frame_bgr):
+            points = r.points / scale
+            selfie_left = r.left_label >= 0.5
+            hands.append(Hand(
+                landmarks=points.astype(np.float32),
+                handedness=self._left_label_is if selfie_left else self._other,
+                score=max(r.left_label, 1.0 - r.left_label),
+                bbox=box_in_frame(points, width, height),
+                frame_size=(width, height),
+            ))
+        return hands
+
+    @property
+    def frames_to_settle(self) -> int:
+        return self.finder.frames_to_settle
+
+    @property
+    def search_squares(self) -> list[Region]:
+        return self.finder.last_search
+
+    def forget(self) -> None:
+        self.finder.forget()
+
+    def close(self) -> None:
+        self.finder.close()
+
+    def __enter__(self) -> OpenVinoHands:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
