@@ -104,6 +104,12 @@ def cmd_bench_pipeline(args) -> int:
     return bench_main(args)
 
 
+def cmd_bench_range(args) -> int:
+    from edge_gesture.bench_range import main as bench_main
+
+    return bench_main(args)
+
+
 def cmd_bench_mqtt(args) -> int:
     from edge_gesture.publish.bench import main as bench_main
 
@@ -182,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop each run after this long (0: at the end of the source)")
     bp.add_argument("--config", "-c", default=argparse.SUPPRESS)
     bp.set_defaults(func=cmd_bench_pipeline)
+    br = bsub.add_parser("range", help="accuracy, hands found and events on no-hand photos per "
+                         "distance (folders f0.110/, f0.055/, ... from make_range.py)")
+    br.add_argument("dir", help="folder with one f<hand share>/ sub-folder per distance")
+    br.add_argument("--backend", choices=["openvino", "mediapipe"],
+                    help="override hands.backend (compare the two on the same photos)")
+    br.add_argument("--json", action="store_true")
+    br.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    br.set_defaults(func=cmd_bench_range)
     bm = bsub.add_parser("mqtt", help="a burst of events while frames are processed: losses, "
                          "frame-loop stall, decision-to-delivery latency")
     bm.add_argument("--source", default="testcard", help="frames to process during the burst")

@@ -17,7 +17,7 @@ from edge_gesture.config import Config
 from edge_gesture.deadline import Deadline
 from edge_gesture.decide import Decider, GestureEvent, Observation
 from edge_gesture.gestures import classify_landmarks
-from edge_gesture.hands import Hand, HandTracker
+from edge_gesture.hands import Hand, HandTracker, open_hands
 from edge_gesture.hands.tracks import HandTracks
 from edge_gesture.stats import PipelineStats
 
@@ -53,7 +53,7 @@ class FramePipeline:
 
     def __init__(self, cfg: Config, tracker: HandTracker | None = None, vlm=None):
         self.cfg = cfg
-        self.tracker = tracker or HandTracker(cfg.hands)
+        self.tracker = tracker or open_hands(cfg.hands, cache_dir=str(cfg.service.cache_path()))
         self.tracks = HandTracks(cfg.decide.lost_after_s)
         self.decider = Decider(cfg.decide, cfg.gestures.enabled)
         self.vlm = vlm  # a VlmWorker, or None: landmarks only
@@ -67,9 +67,20 @@ class FramePipeline:
         self.decider.reconfigure(cfg.decide, cfg.gestures.enabled)
         return self.decider.state() != before
 
-    def process(self, frame: Frame) -> FrameResult:
+    def start_scene(self) -> None:
+        """Forget every hand, track and gesture: the next frame starts a new scene (eval's next
+        photo)."""
+        self.tracker.forget()
+        self.tracks = HandTracks(self.cfg.decide.lost_after_s)
+        self.decider = Decider(self.cfg.decide, self.cfg.gestures.enabled)
+
+    def process(self, frame: Frame, found: list[Hand] | None = None) -> FrameResult:
+        """`found`: the hand stage's answer for this frame when the caller already has it (eval
+        replays a still photo's settled hands instead of finding them again)."""
         t0 = time.perf_counter()
-        hands = self.tracks.assign(self.tracker.detect(frame.image), frame.t)
+        if found is None:
+            found = self.tracker.detect(frame.image)
+        hands = self.tracks.assign(found, frame.t)
         t1 = time.perf_counter()
         observations = [self.observe(hand) for hand in hands]
         if self.vlm is not None:

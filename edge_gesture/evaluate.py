@@ -86,25 +86,47 @@ def _per_class(results: list[ImageResult], labels: list[str]) -> dict[str, dict]
     return out
 
 
+def _same_hands(a: list, b: list, tolerance_px: float = 1.0) -> bool:
+    """The same hands at the same places, to about a pixel."""
+    def px(hand) -> np.ndarray:
+        return hand.landmarks[:, :2] * np.array(hand.frame_size, np.float32)
+
+    return len(a) == len(b) and all(
+        x.handedness == y.handedness and float(np.abs(px(x) - px(y)).max()) <= tolerance_px
+        for x, y in zip(a, b, strict=True))
+
+
 def _judge(pipeline, image: np.ndarray, path: str, truth: str, cfg: Config,
            hold_frames: int) -> ImageResult:
-    """One photo through the tracker, the daemon's observation and a fresh Decider."""
-    from edge_gesture.decide import Decider
+    """One photo held in front of the camera: `hold_frames` frames of it through the daemon's
+    own frame pipeline (hand search and tracking, classifier, tracks, debouncing), fresh for
+    each photo."""
+    from edge_gesture.capture import Frame
     from edge_gesture.gestures import UNKNOWN, classify_landmarks
 
-    t0 = time.perf_counter()
-    hands = pipeline.tracker.detect(image)
-    t1 = time.perf_counter()
-    observations = [pipeline.observe(h) for h in hands]
-    t2 = time.perf_counter()
-    # The raw best guess, kept for the report so a miss shows what the classifier saw.
+    pipeline.start_scene()
+    events, hands_s, classify_s = [], [], []
+    result = None
+    found, steady = None, 0
+    for i in range(hold_frames):
+        frame = Frame(image, i, i / FRAME_RATE, 0.0, 0.0)
+        if steady < pipeline.tracker.frames_to_settle:
+            t0 = time.perf_counter()
+            now = pipeline.tracker.detect(image)
+            hands_s.append(time.perf_counter() - t0)
+            steady = steady + 1 if found is not None and _same_hands(found, now) else 0
+            found = now
+        # else: the photo is still and the hand stage has settled (every search square looked
+        # at again with nothing new), so later frames would find these same hands.
+        result = pipeline.process(frame, found=found)
+        events += result.events
+        classify_s.append(result.timings["classify"])
+    hands = result.hands if result is not None else []
+    # The raw best guess on the last frame, kept for the report so a miss shows what the
+    # classifier saw.
     guesses = [classify_landmarks(h.landmarks, h.handedness, aspect=h.aspect, min_confidence=0.0)
                for h in hands]
     guess = max(guesses, key=lambda g: g.confidence, default=None)
-    decider = Decider(cfg.decide, cfg.gestures.enabled)
-    events = []
-    for i in range(hold_frames):
-        events += decider.update(i / FRAME_RATE, observations)
     fired = max(events, key=lambda e: e.confidence, default=None)
     return ImageResult(
         path=path,
@@ -115,22 +137,21 @@ def _judge(pipeline, image: np.ndarray, path: str, truth: str, cfg: Config,
         confidence=guess.confidence if guess else 0.0,
         hands=len(hands),
         events=[e.gesture for e in events],
-        hands_ms=(t1 - t0) * 1000,
-        classify_ms=(t2 - t1) * 1000,
+        hands_ms=float(np.median(hands_s)) * 1000 if hands_s else 0.0,
+        classify_ms=float(np.median(classify_s)) * 1000 if classify_s else 0.0,
     )
 
 
 def evaluate(folder: Path, cfg: Config) -> dict:
     """Run the whole folder; returns the report (see module docstring and `format_report`)."""
     from edge_gesture.daemon import FramePipeline
-    from edge_gesture.hands import HandTracker
 
     items = find_images(folder)
     hold_frames = int(round(_hold_seconds(cfg) * FRAME_RATE))
     results: list[ImageResult] = []
     unreadable: list[str] = []
     started = time.perf_counter()
-    pipeline = FramePipeline(cfg, tracker=HandTracker(cfg.hands, static_images=True))
+    pipeline = FramePipeline(cfg)
     try:
         for label, path in items:
             rel = str(path.relative_to(folder))
