@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--repeats", type=int, default=3, help="runs over the source; medians reported")
     bp.add_argument("--seconds", type=float, default=0,
                     help="stop each run after this long (0: at the end of the source)")
+    bp.add_argument("--backend", choices=["openvino", "mediapipe", "both"],
+                    help="override hands.backend; 'both' runs each and prints the frames/s ratio")
     bp.add_argument("--config", "-c", default=argparse.SUPPRESS)
     bp.set_defaults(func=cmd_bench_pipeline)
     br = bsub.add_parser("range", help="accuracy, hands found and events on no-hand photos per "
