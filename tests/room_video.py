@@ -121,6 +121,13 @@ def paste(canvas: np.ndarray, picture: np.ndarray, x: int, y: int) -> np.ndarray
     return out
 
 
+def still(scene: np.ndarray, photo: Path, share: float, at: tuple[float, float]) -> np.ndarray:
+    """The photo in the room with the hand's centre at `at` (shares of the frame): a pose's first
+    frame, for choosing photos the hand stage reads before they go into a clip."""
+    picture, cx, cy = scaled_photo(photo, share, scene.shape[1])
+    return paste(scene, picture, round(at[0] * scene.shape[1] - cx), round(at[1] * scene.shape[0] - cy))
+
+
 def _bounce(start: float, travelled: float, lo: float, hi: float) -> float:
     """A point moving from `start` by `travelled`, turning back at lo and hi."""
     span = hi - lo
@@ -207,6 +214,8 @@ def room_sequence(gesture_data: Path, labels: list[str], hold: float, gap: float
         name, _, share = spec.partition("@")
         label, _, filename = name.partition("/")
         folder = Path(gesture_data) / label
+        if not folder.is_dir():
+            raise ValueError(f"--labels {spec}: no folder {folder}")
         if filename:
             photo = folder / filename
             if not photo.is_file():
