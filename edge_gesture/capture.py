@@ -4,6 +4,10 @@ One thread per source reads frames and puts them in a `LatestFrameSlot`, which h
 newest frame: when processing lags, older frames are dropped and counted rather than queued, so
 the daemon always reacts to what the camera sees now. Live sources that fail are reopened with
 a doubling backoff; the log says once that the source is lost and once that it is back.
+
+A camera is asked for `capture.width` x `capture.height`; one that has no such mode gives another,
+which is used as it comes (the hand stage works at any size) and named once in the log, not at
+every reopen. Files and streams come at their own size.
 """
 
 from __future__ import annotations
@@ -113,7 +117,7 @@ def _open(source: str, kind: SourceKind, cfg: CaptureConfig):
         target = int(source) if source.isdigit() else source
         cap = cv2.VideoCapture(target, cv2.CAP_V4L2)
         if cap.isOpened():
-            # MJPG lets USB cameras deliver 640x480@30 over USB 2 without choking.
+            # MJPG lets USB cameras deliver 1280x720@30 over USB 2 (raw YUYV manages about 10 fps).
             cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
@@ -132,6 +136,22 @@ def _open(source: str, kind: SourceKind, cfg: CaptureConfig):
     return cap
 
 
+class CameraSizeCheck:
+    """Says once per size that a camera gives frames of another size than asked for."""
+
+    def __init__(self, asked: tuple[int, int], source: str):
+        self.asked = asked
+        self.source = source
+        self._said: set[tuple[int, int]] = set()
+
+    def check(self, image: np.ndarray) -> None:
+        given = (image.shape[1], image.shape[0])
+        if given != self.asked and given not in self._said:
+            self._said.add(given)
+            log.warning(f"camera gives {given[0]}x{given[1]}, not the {self.asked[0]}x{self.asked[1]} "
+                        "asked for", source=self.source, width=given[0], height=given[1])
+
+
 class CaptureThread(threading.Thread):
     """Reads a source into a slot until stopped; see the module docstring for the policy."""
 
@@ -147,6 +167,8 @@ class CaptureThread(threading.Thread):
         self.ended = False  # a file source reached its end (and at_end is not "loop")
         self.error: str | None = None
         self.reconnects = 0
+        self._camera_size = (CameraSizeCheck((cfg.width, cfg.height), self.source)
+                             if self.kind is SourceKind.CAMERA else None)
         if self.kind is SourceKind.FILE:
             _open(self.source, self.kind, cfg).release()  # fail at start-up, not in the thread
 
@@ -213,6 +235,8 @@ class CaptureThread(threading.Thread):
                 time.sleep(0.01)
                 continue
             last_ok = now
+            if not delivered and self._camera_size is not None:
+                self._camera_size.check(image)  # the first frame shows the mode the camera chose
             delivered = True
             self.frames_read += 1
             self.slot.put(Frame(image, self.frames_read - 1, now, time.time(), now))

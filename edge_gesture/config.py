@@ -54,10 +54,14 @@ class CaptureConfig(Section):
         ),
     )
     width: Annotated[int, Field(ge=64, le=7680)] = Field(
-        640, description="Requested camera width in pixels (cameras may pick the nearest mode)."
+        1280,
+        description=(
+            "Camera width in pixels to ask for; also the test pattern's. A camera that gives "
+            "another size is used at that size (logged once). Files and streams keep their own."
+        ),
     )
     height: Annotated[int, Field(ge=48, le=4320)] = Field(
-        480, description="Requested camera height in pixels."
+        720, description="Camera height in pixels to ask for; also the test pattern's."
     )
     fps: Annotated[float, Field(gt=0, le=240)] = Field(
         30.0, description="Requested camera frame rate; also the test pattern's rate."

@@ -186,3 +186,93 @@ def test_stream_that_drops_out_is_reopened_and_logged_once_per_change():
     assert events.count("source unavailable, retrying") == 1  # three refusals, one line
     assert events.count("source lost, reopening") == cap.reconnects
     assert events.count("source back") >= 2
+
+
+class _V4l2Camera:
+    """Stands in for `cv2.VideoCapture(device, cv2.CAP_V4L2)`, the system edge a camera is: it
+    records the mode it is asked for, gives `gives`-sized frames whatever was asked (as a webcam
+    with no such mode does), and is unplugged after `frames` reads."""
+
+    def __init__(self, gives: tuple[int, int], frames: int = 4):
+        self.gives, self.frames = gives, frames
+        self.opened: list[dict] = []  # per open: what was asked, property -> value
+
+    def __call__(self, target, api=None):
+        asked: dict = {}
+        self.opened.append(asked)
+        reads = iter(range(self.frames))
+        camera = self
+
+        class Opened:
+            def isOpened(self):  # noqa: N802 - cv2.VideoCapture's name
+                return True
+
+            def set(self, prop, value):
+                asked[prop] = value
+                return True
+
+            def get(self, prop):
+                return {cv2.CAP_PROP_FRAME_WIDTH: camera.gives[0],
+                        cv2.CAP_PROP_FRAME_HEIGHT: camera.gives[1]}.get(prop, 0.0)
+
+            def read(self):
+                if next(reads, None) is None:
+                    return False, None
+                return True, np.zeros((camera.gives[1], camera.gives[0], 3), np.uint8)
+
+            def release(self):
+                pass
+
+        return Opened()
+
+
+def _run_camera_until_reopened(camera: _V4l2Camera, cfg: CaptureConfig, times: int, monkeypatch):
+    monkeypatch.setattr("edge_gesture.capture.cv2.VideoCapture", camera)
+    slot = LatestFrameSlot()
+    seen = []
+    with capture_logs() as logs:
+        cap = CaptureThread(cfg, slot)
+        cap.start()
+        deadline = time.monotonic() + 20
+        while cap.reconnects < times and time.monotonic() < deadline:
+            f = slot.get(0.1)
+            if f is not None:
+                seen.append(f)
+        cap.stop()
+        cap.join(5)
+    assert cap.reconnects >= times
+    return seen, [e["event"] for e in logs]
+
+
+def test_camera_is_asked_for_720p_and_a_smaller_mode_is_used_and_said_once(monkeypatch):
+    camera = _V4l2Camera(gives=(640, 480))
+    cfg = CaptureConfig(source="/dev/video0", reconnect_initial_s=0.01, reconnect_max_s=0.02)
+    seen, events = _run_camera_until_reopened(camera, cfg, 3, monkeypatch)
+    asked = [(a[cv2.CAP_PROP_FRAME_WIDTH], a[cv2.CAP_PROP_FRAME_HEIGHT]) for a in camera.opened]
+    assert asked == [(1280, 720)] * len(camera.opened)
+    assert seen and all(f.image.shape == (480, 640, 3) for f in seen)
+    # Once, though the camera was reopened three times and gave 640x480 each time.
+    assert [e for e in events if e.startswith("camera gives")] == [
+        "camera gives 640x480, not the 1280x720 asked for"], events
+
+
+def test_camera_that_gives_the_size_asked_for_says_nothing_about_it(monkeypatch):
+    camera = _V4l2Camera(gives=(800, 600))
+    cfg = CaptureConfig(source="2", width=800, height=600, reconnect_initial_s=0.01,
+                        reconnect_max_s=0.02)
+    seen, events = _run_camera_until_reopened(camera, cfg, 2, monkeypatch)
+    assert camera.opened[0][cv2.CAP_PROP_FRAME_WIDTH] == 800
+    assert seen and all(f.image.shape == (600, 800, 3) for f in seen)
+    assert not [e for e in events if e.startswith("camera gives")], events
+
+
+def test_file_keeps_its_own_size_whatever_the_camera_size(tmp_path):
+    video = write_numbered_video(tmp_path / "v.mp4", 10)  # 160x120
+    slot = LatestFrameSlot()
+    with capture_logs() as logs:
+        cap = CaptureThread(CaptureConfig(source=str(video), realtime=False), slot)
+        cap.start()
+        got = drain(slot)
+        cap.join(5)
+    assert len(got) == 10 and all(f.image.shape == (120, 160, 3) for f in got)
+    assert not [e for e in logs if e["event"].startswith("camera gives")]
