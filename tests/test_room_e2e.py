@@ -2,7 +2,7 @@
 few dozen pixels wide (its box 5.5% of the frame's width, about 2 m; one pose at 3.7%, about 3 m),
 to a real mosquitto, with the default hand stage (OpenVINO, searching the full frame).
 
-Each pose is held 2 s with the empty room between, and the hand drifts a couple of pixels a frame,
+Each pose is held 1.5 s with the empty room between, and the hand drifts a couple of pixels a frame,
 so it is found by the search and then followed. The file is read frame by frame
 (`capture.realtime = false`), so the events do not depend on how busy the machine is: exactly one
 event per pose, in order, naming the hand that made it.
@@ -37,7 +37,7 @@ POSES = [
     ("thumbs_up", 0.055, (0.25, 0.55)),
     ("ok", 0.037, (0.60, 0.35)),
 ]
-HOLD_S, GAP_S, DRIFT_PX = 2.0, 1.0, 2.0
+HOLD_S, GAP_S, DRIFT_PX = 1.5, 1.0, 2.0
 CANDIDATES = 6  # photos tried per gesture, in name order
 
 
