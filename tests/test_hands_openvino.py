@@ -8,15 +8,34 @@ Real models (the .tflite files in the mediapipe wheel), real OpenVINO on the CPU
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import logging
+from pathlib import Path
+
 import cv2
 import numpy as np
+import openvino as ov
+import pytest
 
-from edge_gesture.config import HandsConfig
-from edge_gesture.hands import HandTracker
+from edge_gesture.capture import Frame
+from edge_gesture.cli import main as cli_main
+from edge_gesture.config import Config, HandsConfig
+from edge_gesture.daemon import FramePipeline
+from edge_gesture.errors import StartupError
+from edge_gesture.hands import HandTracker, open_hands
 from edge_gesture.hands.finder import OpenVinoHands
+from edge_gesture.hands.models import HandModelError, model_path
+from edge_gesture.hands.search import SearchPlan
+from edge_gesture.vlm.devices import missing
+from tests import room
 
 GESTURES = ["call", "fist", "ok", "open_palm", "pointing_up", "thumbs_down", "thumbs_up", "victory"]
 PARITY_PHOTOS_PER_CLASS = 5
+FINDER_LOG = "edge_gesture.hands.finder"
+DEVICES_LOG = "edge_gesture.vlm.devices"
+# A hand at about 2 m from a 78-degree webcam: its box is 5.5% of a 1280 px frame's width (70 px).
+ROOM_SHARE = 0.055
 
 
 def spread(items: list, n: int) -> list:
@@ -68,3 +87,236 @@ def test_landmarks_and_handedness_match_mediapipes_own_graph_on_the_shared_photo
     assert errors.mean() <= 0.02, f"mean landmark error {errors.mean():.4f} palm lengths"
     assert np.percentile(errors, 95) <= 0.05, f"p95 {np.percentile(errors, 95):.4f} palm lengths"
     assert agree >= 0.95 * len(errors), f"handedness agrees on {agree} of {len(errors)} hands"
+
+
+@pytest.fixture(scope="module")
+def background(shared_dir):
+    return room.load_backgrounds(shared_dir / "backgrounds")[0]
+
+
+@pytest.fixture(scope="module")
+def open_palm(photo_hands):
+    """A close-up photo of an open palm and MediaPipe's landmarks in it."""
+    photo = next(p for p in photo_hands.photos("open_palm") if photo_hands.hands(p))
+    return cv2.imread(str(photo), cv2.IMREAD_COLOR), photo_hands.hands(photo)[0].landmarks
+
+
+def box_centre(hand) -> np.ndarray:
+    x0, y0, x1, y1 = hand.bbox
+    return np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+
+
+def frames_per_pass(cfg: HandsConfig, width: int, height: int) -> int:
+    return SearchPlan(width, height, cfg.min_hand_width, cfg.search_squares_per_frame).frames_per_pass
+
+
+def test_a_small_moving_hand_is_followed_from_its_landmarks_without_searching_under_one_track(
+        open_palm, background):
+    """A 70 px hand in a 1280x720 frame, moving 5 px right and 2 px down a frame: once found it is
+    read from its own landmarks every frame, with no search square run (one hand is all
+    `max_num_hands` asks for), under one track id, and where the hand now is."""
+    photo, landmarks = open_palm
+    cfg = Config(hands=HandsConfig(max_num_hands=1))
+    pipeline = FramePipeline(cfg)
+    start, step = np.array([400.0, 300.0]), np.array([5.0, 2.0])
+    seen = []
+    try:
+        for i in range(45):
+            centre = start + i * step
+            image = room.hand_in_frame(photo, landmarks, ROOM_SHARE, background, tuple(centre))
+            result = pipeline.process(Frame(image, i, i / 30, 0.0, 0.0))
+            seen.append((centre, result.hands, len(pipeline.tracker.search_squares)))
+    finally:
+        pipeline.close()
+    first = next(i for i, (_, hands, _) in enumerate(seen) if hands)
+    assert first < frames_per_pass(cfg.hands, 1280, 720), f"found only on frame {first}"
+    assert seen[0][2] == cfg.hands.search_squares_per_frame  # it did search before it had the hand
+    followed = seen[first + 1:]
+    assert [len(hands) for _, hands, _ in followed] == [1] * len(followed)
+    assert [squares for _, _, squares in followed] == [0] * len(followed)
+    assert {hands[0].track_id for _, hands, _ in seen[first:]} == {seen[first][1][0].track_id}
+    # Where the hand is, not where it was: by the last frame it has moved 200 px from the start.
+    off = [float(np.linalg.norm(box_centre(hands[0]) - centre)) for centre, hands, _ in followed]
+    assert max(off) < 0.2 * ROOM_SHARE * 1280, f"box centre up to {max(off):.1f} px off the hand"
+
+
+def test_with_room_for_another_hand_the_search_runs_every_search_interval_frames(open_palm,
+                                                                                  background):
+    photo, landmarks = open_palm
+    cfg = HandsConfig()  # two hands: while one is followed, the other is still looked for
+    image = room.hand_in_frame(photo, landmarks, ROOM_SHARE, background, (640, 360))
+    hands = OpenVinoHands(cfg)
+    try:
+        found = [(len(hands.detect(image)), len(hands.search_squares)) for _ in range(30)]
+    finally:
+        hands.close()
+    first = next(i for i, (n, _) in enumerate(found) if n)
+    later = found[first + 1:first + 1 + 4 * cfg.search_interval_frames]
+    assert [n for n, _ in later] == [1] * len(later)
+    searched = [squares for _, squares in later if squares]
+    assert len(searched) == 4 and set(searched) == {cfg.search_squares_per_frame}, later
+
+
+def finder_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == FINDER_LOG and r.levelno >= logging.WARNING]
+
+
+def test_a_frame_size_that_changes_mid_stream_is_searched_anew_with_one_warning_per_change(
+        open_palm, background, caplog):
+    """An RTSP stream renegotiated from 1280x720 to 640x480 and back: the hand is found again at
+    each size, and each change is logged once, not once a frame."""
+    caplog.set_level(logging.WARNING, logger=FINDER_LOG)
+    photo, landmarks = open_palm
+    cfg = HandsConfig()
+    big = room.hand_in_frame(photo, landmarks, 0.11, background, (640, 360))
+    small = cv2.resize(big, (640, 480), interpolation=cv2.INTER_AREA)
+    hands = OpenVinoHands(cfg)
+
+    def hand_centres(image: np.ndarray, frames: int) -> list:
+        out = []
+        for _ in range(frames):
+            found = hands.detect(image)
+            out.append(box_centre(found[0]) if found else None)
+        return out
+
+    try:
+        for image, changes in ((big, 0), (small, 1), (big, 2)):
+            height, width = image.shape[:2]
+            centres = hand_centres(image, 3 * frames_per_pass(cfg, width, height))
+            first = next((i for i, c in enumerate(centres) if c is not None), None)
+            assert first is not None and first < frames_per_pass(cfg, width, height) + 1, \
+                f"{width}x{height}: hand found first on frame {first}"
+            assert all(c is not None for c in centres[first:]), f"{width}x{height}: hand lost"
+            assert np.linalg.norm(centres[-1] - (width / 2, height / 2)) < 20
+            assert len(finder_warnings(caplog)) == changes, finder_warnings(caplog)
+    finally:
+        hands.close()
+    assert finder_warnings(caplog) == [
+        "frame size changed from 1280x720 to 640x480; searching anew",
+        "frame size changed from 640x480 to 1280x720; searching anew"]
+
+
+def test_photos_of_different_sizes_one_after_another_are_no_size_change_to_warn_about(
+        gesture_data, caplog):
+    """Stills, and eval's photos (each a new scene, `forget` between them), are not a stream whose
+    size changed: `edge-gesture eval` over a folder of mixed sizes must not log a warning a photo."""
+    caplog.set_level(logging.WARNING, logger=FINDER_LOG)
+    photos = sorted((gesture_data / "victory").glob("*.jpg"))
+    images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in photos]
+    assert len({im.shape for im in images}) >= 2, "needs photos of different sizes"
+    still, video = OpenVinoHands(HandsConfig(), static_images=True), OpenVinoHands(HandsConfig())
+    try:
+        for image in images:
+            still.detect(image)
+            video.forget()
+            video.detect(image)
+    finally:
+        still.close()
+        video.close()
+    assert finder_warnings(caplog) == []
+
+
+def absent_device() -> tuple[str, list[str]]:
+    available = list(ov.Core().available_devices)
+    return next(d for d in ("NPU", "GPU", "GPU.7") if missing(d, available)), available
+
+
+def test_an_absent_hands_device_is_an_error_naming_the_field_and_listing_the_devices_present():
+    device, available = absent_device()
+    with pytest.raises(StartupError) as caught:
+        open_hands(HandsConfig(device=device))
+    message = str(caught.value)
+    assert "hands.device" in message and repr(device) in message
+    assert all(d in message for d in available), message
+    assert "hands.fallback_device" in message
+
+
+def test_an_absent_hands_device_with_a_fallback_runs_there_with_one_warning(open_palm, caplog):
+    caplog.set_level(logging.WARNING, logger=DEVICES_LOG)
+    device, _ = absent_device()
+    photo, _ = open_palm
+    hands = open_hands(HandsConfig(device=device, fallback_device="CPU"), static_images=True)
+    try:
+        assert hands.finder.device == "CPU"
+        assert len(hands.detect(photo)) == 1
+    finally:
+        hands.close()
+    warnings = [r.getMessage() for r in caplog.records if r.name == DEVICES_LOG]
+    assert len(warnings) == 1 and "hands.device" in warnings[0] and "hands.fallback_device" in warnings[0]
+
+
+def test_edge_gesture_eval_with_an_absent_hands_device_says_so_without_a_traceback(
+        gesture_data, tmp_path, capsys):
+    device, available = absent_device()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[hands]\ndevice = "{device}"\n')
+    assert cli_main(["eval", str(gesture_data), "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: hands.device: ") and all(d in err for d in available), err
+    assert "Traceback" not in err
+
+
+@pytest.fixture
+def fake_mediapipe(tmp_path, monkeypatch) -> Path:
+    """A mediapipe install without its model files: importlib finds "mediapipe" in an empty
+    folder (everything else as before), which is what a stripped or half-upgraded wheel looks like."""
+    root = tmp_path / "site-packages" / "mediapipe"
+    root.mkdir(parents=True)
+    find_spec = importlib.util.find_spec
+
+    def fake_find_spec(name, package=None):
+        if name != "mediapipe":
+            return find_spec(name, package)
+        spec = importlib.machinery.ModuleSpec("mediapipe", None, is_package=True)
+        spec.submodule_search_locations = [str(root)]
+        return spec
+
+    monkeypatch.setattr(importlib.util, "find_spec", fake_find_spec)
+    return root
+
+
+def model_in(root: Path, name: str) -> Path:
+    return root / "modules" / name / f"{name}_full.tflite"
+
+
+def test_a_hand_model_missing_from_the_mediapipe_install_is_named(fake_mediapipe):
+    with pytest.raises(HandModelError) as caught:
+        open_hands(HandsConfig())
+    assert str(model_in(fake_mediapipe, "palm_detection")) in str(caught.value)
+    assert "mediapipe==0.10.21" in str(caught.value)
+
+
+@pytest.fixture(scope="session")
+def real_palm_model() -> Path:
+    """The installed palm model (session-scoped, so looked up before any fake install)."""
+    return model_path("palm_detection", 1)
+
+
+def test_the_landmark_model_missing_while_the_palm_model_is_there_is_named(real_palm_model,
+                                                                           fake_mediapipe):
+    palm = model_in(fake_mediapipe, "palm_detection")
+    palm.parent.mkdir(parents=True)
+    palm.symlink_to(real_palm_model)
+    with pytest.raises(HandModelError) as caught:
+        open_hands(HandsConfig())
+    assert str(model_in(fake_mediapipe, "hand_landmark")) in str(caught.value)
+    assert str(palm) not in str(caught.value)
+
+
+def test_a_corrupt_hand_model_file_is_named(fake_mediapipe):
+    palm = model_in(fake_mediapipe, "palm_detection")
+    palm.parent.mkdir(parents=True)
+    palm.write_bytes(np.random.default_rng(9).bytes(4096))
+    with pytest.raises(HandModelError) as caught:
+        open_hands(HandsConfig())
+    assert str(caught.value).startswith(f"{palm}: not a readable hand model")
+
+
+def test_edge_gesture_eval_with_the_hand_models_missing_names_the_file_without_a_traceback(
+        fake_mediapipe, gesture_data, tmp_path, capsys):
+    config = tmp_path / "config.toml"
+    config.write_text("[hands]\nbackend = \"openvino\"\n")
+    assert cli_main(["eval", str(gesture_data), "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {model_in(fake_mediapipe, 'palm_detection')}: "), err
+    assert "Traceback" not in err

@@ -21,6 +21,7 @@ import logging
 import numpy as np
 
 from edge_gesture.config import HandsConfig
+from edge_gesture.errors import StartupError
 from edge_gesture.hands import Hand, box_in_frame, check_frame
 from edge_gesture.hands.geometry import Region, iou
 from edge_gesture.hands.landmarks import HandReading, read_hands
@@ -50,13 +51,16 @@ class OpenVinoHandFinder:
                  core=None):
         import openvino as ov
 
-        from edge_gesture.vlm.devices import resolve
+        from edge_gesture.vlm.devices import DeviceError, resolve
 
         self.cfg = cfg
         self.static_images = static_images
         core = core or ov.Core()
-        device = resolve(cfg.device, list(core.available_devices), field="hands.device",
-                         fallback=cfg.fallback_device, fallback_field="hands.fallback_device")
+        try:
+            device = resolve(cfg.device, list(core.available_devices), field="hands.device",
+                             fallback=cfg.fallback_device, fallback_field="hands.fallback_device")
+        except DeviceError as e:  # the message names hands.device and lists the devices present
+            raise StartupError(str(e)) from None
         self.device = device
         # A CPU compile of these small models takes milliseconds; a GPU/NPU one is worth caching.
         cache = None if device.upper().startswith("CPU") else cache_dir
@@ -74,7 +78,8 @@ class OpenVinoHandFinder:
         """The hands in one frame (8-bit BGR), at most `max_num_hands`, as landmark readings."""
         height, width = frame.shape[:2]
         if self._plan is None or self._plan.size != (width, height):
-            if self._plan is not None:
+            # Stills and the first frame of a scene have no size before them to change from.
+            if self._plan is not None and not self.static_images:
                 log.warning("frame size changed from %dx%d to %dx%d; searching anew",
                             *self._plan.size, width, height)
             self._plan = SearchPlan(width, height, self.cfg.min_hand_width,
@@ -133,10 +138,9 @@ class OpenVinoHandFinder:
         return kept
 
     def forget(self) -> None:
-        """Drop the followed hands (a new scene, e.g. the next photo)."""
+        """Drop the followed hands (a new scene, e.g. the next photo, which may be another size)."""
         self._followed = []
-        if self._plan is not None:
-            self._plan.restart()
+        self._plan = None
 
     def close(self) -> None:
         self._palm = self._landmarks = None

@@ -17,13 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_gesture.errors import StartupError
+
 log = logging.getLogger(__name__)
 
 _KIND = {0: "lite", 1: "full"}
 
 
-class HandModelError(Exception):
-    """A hand model file is missing or unreadable; the message names it."""
+class HandModelError(StartupError):
+    """A hand model file is missing or unreadable; the message names it (a start-up error: the
+    command says so and exits, no traceback)."""
 
 
 def model_path(name: str, complexity: int) -> Path:
