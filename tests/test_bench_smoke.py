@@ -119,3 +119,34 @@ def test_eval_json(tmp_path, gesture_data):
         "hold_seconds", "model_complexity", "mistakes", "unreadable"})
     assert report["images"] == 6 and set(report["per_class"]) == {"fist", "open_palm", "none"}
     assert report["unreadable"] == []
+
+
+def test_bench_pipeline_both_backends_json(tmp_path, broker, tiny_video):
+    cfg = write_config(tmp_path, broker.port)
+    report = edge_gesture("bench", "pipeline", "--source", str(tiny_video), "--repeats", "1",
+                          "--backend", "both", "--json", "--config", str(cfg), cwd=tmp_path)
+    assert not has_keys(report, {"cpu", "source", "backends", "fps_ratio_openvino_to_mediapipe"})
+    assert set(report["backends"]) == {"openvino", "mediapipe"}
+    for backend, run in report["backends"].items():
+        assert run["hands_backend"] == backend
+        assert run["frame_size"] == [640, 480]
+        # The palm is in view from the first frame: both stages find it at once.
+        assert run["first_hand_s"] == 0.0
+    assert report["fps_ratio_openvino_to_mediapipe"] > 0
+
+
+def test_bench_range_json(tmp_path, gesture_data):
+    # Two distance folders of one photo each, in make_range.py's layout.
+    for share, label in (("f0.110", "open_palm"), ("f0.037", "none")):
+        folder = tmp_path / "range" / share / label
+        folder.mkdir(parents=True)
+        shutil.copy(sorted((gesture_data / label).glob("*.jpg"))[0], folder / "a.jpg")
+    report = edge_gesture("bench", "range", str(tmp_path / "range"), "--json", cwd=tmp_path)
+    assert not has_keys(report, {"cpu", "backend", "device", "distances"})
+    rows = report["distances"]
+    assert [r["share"] for r in rows] == [0.11, 0.037]
+    assert rows[0]["distance"] == "1 m" and rows[1]["distance"] == "3 m"
+    for r in rows:
+        assert not has_keys(r, {"accuracy", "images", "hands_found", "events_on_none", "hands_ms_p50"})
+    assert rows[0]["accuracy"] == 1.0 and rows[0]["hands_found"] == 1.0
+    assert rows[1]["hands_found"] is None and rows[1]["events_on_none"] == 0
