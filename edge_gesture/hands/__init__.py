@@ -1,10 +1,13 @@
-"""Hands in a frame: MediaPipe Hands 0.10.21 landmarks, handedness and a bounding box per hand.
+"""Hands in a frame: 21 landmarks, handedness and a bounding box per hand.
 
-Uses `mediapipe.solutions.hands`, whose palm-detection and landmark models ship inside the wheel,
-so nothing is downloaded. In tracking mode (the default, for video) MediaPipe runs the palm
-detector only until it has hands and then follows them from frame to frame with the landmark
-model alone, which is what keeps a frame cheap; `static_images=True` detects afresh in every
-image (photos, evaluation).
+Two hand stages give the same `Hand`s (`open_hands` picks one by `hands.backend`):
+- `finder.OpenVinoHands` (default): MediaPipe's palm and landmark models on OpenVINO, searching
+  the full-resolution frame so hands across a room are found (see finder.py);
+- `HandTracker` here: MediaPipe's own graph (`mediapipe.solutions.hands`), the reference. In
+  tracking mode it runs the palm detector on the whole frame shrunk to 192x192 until it has hands,
+  then follows them with the landmark model alone; `static_images=True` detects afresh in every
+  image.
+Both use the models inside the mediapipe 0.10.21 wheel, so nothing is downloaded.
 
 Handedness: MediaPipe labels hands as if the picture were a mirrored selfie view. A camera frame
 or a photograph is not mirrored, so there its "Left" is the person's right hand; `HandsConfig.
