@@ -320,3 +320,12 @@ def test_edge_gesture_eval_with_the_hand_models_missing_names_the_file_without_a
     err = capsys.readouterr().err
     assert err.startswith(f"error: {model_in(fake_mediapipe, 'palm_detection')}: "), err
     assert "Traceback" not in err
+
+
+def test_a_second_palm_found_on_a_hands_own_fingers_is_not_a_second_hand(gesture_data):
+    # The fine search squares find a second palm on the folded fingers of this victory sign; its
+    # box lies mostly inside the real hand's (IoU only 0.18), so it is the same hand read twice.
+    photo = gesture_data / "victory" / "hagrid__day1-peace_00001.jpg"
+    with OpenVinoHands(HandsConfig(), static_images=True) as hands:
+        found = hands.detect(cv2.imread(str(photo)))
+    assert len(found) == 1, [h.bbox for h in found]

@@ -23,7 +23,7 @@ import numpy as np
 from edge_gesture.config import HandsConfig
 from edge_gesture.errors import StartupError
 from edge_gesture.hands import Hand, box_in_frame, check_frame
-from edge_gesture.hands.geometry import Region, iou
+from edge_gesture.hands.geometry import Region, overlap_of_smaller
 from edge_gesture.hands.landmarks import HandReading, read_hands
 from edge_gesture.hands.models import compile_hand_model
 from edge_gesture.hands.palm import detect_palms
@@ -31,8 +31,9 @@ from edge_gesture.hands.search import SearchPlan
 
 log = logging.getLogger(__name__)
 
-# Two readings whose boxes overlap this much are one hand read twice (two squares converged).
-SAME_HAND_IOU = 0.5
+# Two readings are one hand read twice (two squares converged, or a second palm found on the
+# folded fingers of a fist) when most of the smaller one's box lies inside the other's.
+SAME_HAND_OVERLAP = 0.5
 
 
 def _box(points: np.ndarray) -> tuple[float, float, float, float]:
@@ -109,7 +110,9 @@ class OpenVinoHandFinder:
         looked at once more after the last change."""
         if self._plan is None:
             return 1
-        return self._plan.frames_per_pass * max(1, self.cfg.search_interval_frames) + 1
+        # With no hand followed every frame searches; with some, every search_interval_frames.
+        interval = max(1, self.cfg.search_interval_frames) if self._followed else 1
+        return self._plan.frames_per_pass * interval + 1
 
     def _search_due(self, following: bool) -> bool:
         return not following or self._frame_no % max(1, self.cfg.search_interval_frames) == 0
@@ -132,7 +135,7 @@ class OpenVinoHandFinder:
         boxes = [_box(r.points) for r in known]
         for r in sorted(readings, key=lambda r: r.presence, reverse=True):
             box = _box(r.points)
-            if all(iou(box, b) < SAME_HAND_IOU for b in boxes):
+            if all(overlap_of_smaller(box, b) < SAME_HAND_OVERLAP for b in boxes):
                 kept.append(r)
                 boxes.append(box)
         return kept

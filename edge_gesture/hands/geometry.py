@@ -84,3 +84,12 @@ def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, floa
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def overlap_of_smaller(a: tuple[float, float, float, float], b: tuple[float, float, float, float]
+                       ) -> float:
+    """How much of the smaller box lies inside the other: 1.0 when one contains the other."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / smaller if smaller > 0 else 0.0
