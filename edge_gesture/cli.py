@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
+import threading
 
 from edge_gesture import __version__
 from edge_gesture.config import Config, ConfigError, find_config_path, load_config
@@ -42,7 +44,28 @@ def cmd_run(args) -> int:
     daemon = Daemon(cfg, config_path=find_config_path(getattr(args, "config", None)),
                     source_override=args.source)
     handle_signals(daemon)
-    return daemon.run()
+    code = daemon.run()
+    exit_now_if_threads_left(code)
+    return code
+
+
+def exit_now_if_threads_left(code: int) -> None:
+    """End the process at once when shutdown left a thread running (a VLM load: a first
+    GPU/NPU compile takes a minute; a camera stuck in its driver). The interpreter's normal
+    exit would tear OpenVINO or OpenCV down under that thread, and a call of theirs returning
+    meanwhile aborts the process ("terminate called without an active exception": SIGABRT, a
+    failed unit and a core dump) instead of exiting `code`. Everything worth keeping (offline,
+    the log, the dataset) is done by now; atexit handlers are skipped."""
+    left = [t.name for t in threading.enumerate()
+            if t is not threading.main_thread() and t.is_alive()]
+    if not left:
+        return
+    import structlog
+
+    structlog.get_logger("daemon").info("exiting without waiting for", threads=left)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def handle_signals(daemon) -> None:

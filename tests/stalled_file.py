@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -37,36 +36,11 @@ def wait_for_reader(fifo: Path, timeout: float) -> int:
         time.sleep(0.02)
 
 
-class Answering:
-    """From now on, every open of `fifo` for reading gets `content` and then end of file, like
-    the file the FIFO stands in for: the storage answers again."""
-
-    def __init__(self, fifo: Path, content: bytes):
-        self.fifo, self.content = fifo, content
-        self.served = 0
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop:
-            fd = os.open(self.fifo, os.O_WRONLY)  # blocks until a reader opens it
-            if self._stop:
-                os.close(fd)
-                return
-            try:
-                left = memoryview(self.content)
-                while left:
-                    left = left[os.write(fd, left):]
-            except BrokenPipeError:  # the reader went away; serve the next one
-                pass
-            finally:
-                os.close(fd)
-            self.served += 1
-
-    def close(self) -> None:
-        self._stop = True
-        # A reader of our own, so the pending blocking open returns and the thread ends.
-        fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
-        self._thread.join(5)
-        os.close(fd)
+def answer(writer: int, content: bytes) -> None:
+    """The storage answers after all: the stalled read gets `content`, then end of file."""
+    try:
+        left = memoryview(content)
+        while left:
+            left = left[os.write(writer, left):]
+    finally:
+        os.close(writer)
