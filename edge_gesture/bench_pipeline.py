@@ -37,6 +37,7 @@ def run_once(cfg, source: str, seconds: float, pipeline, publisher, realtime: bo
     capture.start()
     start = time.monotonic()
     first_t = first_hand_t = size = None
+    events = 0
     try:
         while True:
             frame = slot.get(timeout=1.0)
@@ -51,6 +52,7 @@ def run_once(cfg, source: str, seconds: float, pipeline, publisher, realtime: bo
             if first_hand_t is None and result.hands:
                 first_hand_t = frame.t
             t0 = time.perf_counter()
+            events += len(result.events)
             for ev in result.events:
                 publisher.publish_event(ev)
             if result.state_changed:
@@ -73,6 +75,7 @@ def run_once(cfg, source: str, seconds: float, pipeline, publisher, realtime: bo
         # hand appears at a known time, how long a new hand takes to be found.
         "first_hand_s": None if first_hand_t is None else first_hand_t - first_t,
         "frame_size": size,
+        "events": events,
     }
 
 
@@ -121,6 +124,7 @@ def measure(cfg, args) -> dict:
         "hands_device": cfg.hands.device,
         "frame_size": runs[0]["frame_size"],
         "first_hand_s": med(lambda r: r["first_hand_s"], runs),
+        "events_per_run": med(lambda r: r["events"], runs),
         "broker_connected": broker_connected,
     }
     return report
@@ -172,5 +176,6 @@ def _print(report: dict, cfg, args) -> None:
     for s, v in report["latency_ms"].items():
         print(f"{s:<12}{v['p50']!s:>10}{v['p95']!s:>10}")
     print(f"hands: {cfg.hands.backend} on {cfg.hands.device}, frames {report['frame_size']}, first hand "
-          f"found {report['first_hand_s']} s after the first frame (source time)")
+          f"found {report['first_hand_s']} s after the first frame (source time), "
+          f"{report['events_per_run']} events a run")
     print(f"peak RSS: {report['peak_rss_mb']} MB   broker connected: {broker_connected}")

@@ -34,6 +34,17 @@ log = logging.getLogger(__name__)
 # Two readings are one hand read twice (two squares converged, or a second palm found on the
 # folded fingers of a fist) when most of the smaller one's box lies inside the other's.
 SAME_HAND_OVERLAP = 0.5
+# A new hand must be mostly in the picture. At the frame's edge the landmark model completes
+# half-seen shapes into confident hands (a beige box cut by the edge read as an open palm), and
+# a hand that really enters from the edge is found a few frames later, once it is in view. A
+# followed hand may leave the picture gradually.
+MIN_NEW_HAND_INSIDE = 0.8
+
+
+def _share_inside(points: np.ndarray, width: int, height: int) -> float:
+    xy = points[:, :2]
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
+    return float(inside.mean())
 
 
 def _box(points: np.ndarray) -> tuple[float, float, float, float]:
@@ -125,8 +136,10 @@ class OpenVinoHandFinder:
                  if not any(_inside(p.keypoints[2], b) for b in boxes)]
         palms = palms[:cfg.max_num_hands - len(known)]
         threshold = max(cfg.min_new_hand_presence, cfg.min_tracking_confidence)
+        height, width = frame.shape[:2]
         found = [r for r in read_hands(self._landmarks, frame, [p.hand_region() for p in palms])
-                 if r.presence >= threshold]
+                 if r.presence >= threshold and _share_inside(r.points, width, height)
+                 >= MIN_NEW_HAND_INSIDE]
         return self._distinct(found, known)
 
     @staticmethod
