@@ -329,3 +329,15 @@ def test_a_second_palm_found_on_a_hands_own_fingers_is_not_a_second_hand(gesture
     with OpenVinoHands(HandsConfig(), static_images=True) as hands:
         found = hands.detect(cv2.imread(str(photo)))
     assert len(found) == 1, [h.bbox for h in found]
+
+
+def test_an_empty_room_shows_no_hand_at_the_frames_edge(shared_dir):
+    # In this office picture, a beige object cut by the frame's right edge was read as an open
+    # palm (presence 1.0, held for seconds: events in an empty room) until a new hand had to be
+    # mostly inside the picture.
+    from tests.room_video import room
+
+    empty = room(shared_dir / "backgrounds" / "epsrc-office-4.jpg")
+    with OpenVinoHands(HandsConfig()) as hands:
+        seen = [hands.detect(empty) for _ in range(3 * SearchPlan(1280, 720, 0.035, 8).frames_per_pass)]
+    assert not any(seen), [[h.bbox for h in found] for found in seen if found]
