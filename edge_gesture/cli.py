@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import sys
-import threading
 
 from edge_gesture import __version__
 from edge_gesture.config import Config, ConfigError, find_config_path, load_config
@@ -45,19 +44,17 @@ def cmd_run(args) -> int:
                     source_override=args.source)
     handle_signals(daemon)
     code = daemon.run()
-    exit_now_if_threads_left(code)
+    exit_now_if_threads_left(code, daemon.threads_left_running())
     return code
 
 
-def exit_now_if_threads_left(code: int) -> None:
+def exit_now_if_threads_left(code: int, left: list[str]) -> None:
     """End the process at once when shutdown left a thread running (a VLM load: a first
     GPU/NPU compile takes a minute; a camera stuck in its driver). The interpreter's normal
     exit would tear OpenVINO or OpenCV down under that thread, and a call of theirs returning
     meanwhile aborts the process ("terminate called without an active exception": SIGABRT, a
     failed unit and a core dump) instead of exiting `code`. Everything worth keeping (offline,
     the log, the dataset) is done by now; atexit handlers are skipped."""
-    left = [t.name for t in threading.enumerate()
-            if t is not threading.main_thread() and t.is_alive()]
     if not left:
         return
     import structlog

@@ -189,6 +189,16 @@ class Daemon:
                 self.publisher.publish_stats(self.stats_snapshot())
                 next_stats = now + self.cfg.mqtt.stats_interval_s
 
+    def threads_left_running(self) -> list[str]:
+        """After shutdown: the daemon's threads that may still be inside native code (a VLM
+        load, a camera stuck in its driver); see cli.exit_now_if_threads_left."""
+        left = []
+        if self.vlm is not None and self.vlm.running:
+            left.append("vlm")
+        if self.capture.is_alive():
+            left.append("capture")
+        return left
+
     def _log_stopping(self) -> None:
         if self._stop_reason is not None:
             log.info("stopping", **self._stop_reason)

@@ -153,6 +153,11 @@ class VlmWorker:
         return self.available
 
     @property
+    def running(self) -> bool:
+        """The worker thread is alive: after stop(), a load it was left in (see stop)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def available(self) -> bool:
         with self._cond:
             if self._state != "ok":
