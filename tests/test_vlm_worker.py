@@ -1,5 +1,8 @@
 """The VLM worker on a real tiny bundle: scheduling, skipping unchanged hands, failure and
-recovery. Inference runs for real; the one injected fault replaces OpenVINO's infer request."""
+recovery. Inference runs for real; the one injected fault replaces OpenVINO's infer request.
+
+No assertion depends on how fast this machine is: the tests wait for conditions (with timeouts
+far beyond need), and the rate limit is checked as a bound that holds at any speed."""
 
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ def hand(shift: float = 0.0, side: str = "right", track: int = 1) -> Hand:
     return Hand(lm, side, 0.9, (100 + int(shift * 320), 70, 180, 170), (320, 240), track)
 
 
-def wait_for(cond, timeout=20.0):
+def wait_for(cond, timeout=60.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if cond():
@@ -65,33 +68,49 @@ def test_answers_for_a_hand_and_skips_it_while_unchanged(worker):
     a = worker.latest(1)
     assert a.label in {n for n, _ in GESTURES} | {"none"} and 0 < a.probability <= 1
     assert a.t == 1.0 and a.latency > 0
-    # Same pose a moment later: no new decision, the answer now holds at the new frame time.
+    # Same pose a moment later: skipped as it is offered, and the answer now holds at the new
+    # frame time.
     worker.submit(frame(1.5), [hand(0.001)])
-    time.sleep(0.3)
-    assert worker.counts["decisions"] == 1 and worker.counts["skipped_unchanged"] == 1
+    assert worker.counts["skipped_unchanged"] == 1
     assert worker.latest(1).t == 1.5
+    # Nor was a decision queued for it: one would start within the 50 ms rate gap; a second is
+    # a real margin (it only has to be long enough to catch the fault, never to pass).
+    time.sleep(1.0)
+    assert worker.counts["decisions"] == 1
     # The hand moves: asked again.
     worker.submit(frame(2.0), [hand(0.1)])
-    assert wait_for(lambda: worker.counts["decisions"] == 2)
-    assert worker.latest(1).t == 2.0
+    assert wait_for(lambda: worker.latest(1).t == 2.0)
+    assert worker.counts["decisions"] == 2
     assert worker.latest(2) is None
 
 
 def test_one_in_flight_at_the_rate_limit_on_the_newest_frame(tiny_ov_bundle, tmp_path):
-    w = VlmWorker(config(tiny_ov_bundle, tmp_path, max_rate_hz=4.0))
+    rate = 4.0
+    w = VlmWorker(config(tiny_ov_bundle, tmp_path, max_rate_hz=rate))
     try:
         assert w.start()
         t0 = time.monotonic()
-        t = 0.0
-        while time.monotonic() - t0 < 1.6:  # a 50 fps stream of a moving hand
+        t, offers = 0.0, 0
+        # A 50 fps stream of a moving hand, until a few decisions were made, however long that
+        # takes here.
+        while w.counts["decisions"] < 4:
+            assert time.monotonic() - t0 < 120, w.status()
             t += 0.02
-            w.submit(frame(t), [hand(0.05 * (int(t * 50) % 2))])
+            offers += 1
+            w.submit(frame(t), [hand(0.05 * (offers % 2))])
             time.sleep(0.02)
-        last_offered = t
-        assert wait_for(lambda: w.latest(1) is not None)
-        time.sleep(0.3)
-        assert 3 <= w.counts["decisions"] <= 8  # ~4 per second, never one per frame (80)
-        assert last_offered - w.latest(1).t < 0.3  # decided on a recent frame
+        elapsed = time.monotonic() - t0
+        decided = w.counts["decisions"]
+        # Decisions start at least 1/rate apart, so at any machine speed no more than this
+        # were made; and never one per frame.
+        assert decided <= elapsed * rate + 1, (decided, elapsed)
+        assert decided * 4 < offers, (decided, offers)
+        # A last frame, with a pose not seen before: its answer comes after at most the
+        # decision in flight, not after a backlog of the frames offered before it.
+        last = t + 0.02
+        w.submit(frame(last), [hand(0.3)])
+        assert wait_for(lambda: w.latest(1).t == last)
+        assert w.counts["decisions"] <= decided + 2
     finally:
         w.stop()
 
@@ -101,7 +120,7 @@ def test_an_absent_device_leaves_it_down_logged_once_and_retried(tiny_ov_bundle,
     try:
         with capture_logs() as logs:
             assert w.start() is False
-            assert wait_for(lambda: w.counts["failures"] >= 3, timeout=5)
+            assert wait_for(lambda: w.counts["failures"] >= 3)
         st = w.status()
         assert st["state"] == "failed" and "available: CPU" in st["error"]
         errors = [e for e in logs if e["log_level"] == "error"]
