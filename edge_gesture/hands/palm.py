@@ -7,7 +7,6 @@ MediaPipe's `palm_detection_cpu` graph, so a square shows the same palms here as
 
 A square is any `Region` of the frame: the whole frame letterboxed, or one tile of a search at the
 camera's full resolution (see `search.py`), which is what finds a hand a few dozen pixels wide.
-Several squares go through the model as one batch.
 """
 
 from __future__ import annotations
@@ -104,24 +103,13 @@ def palm_side_pixels(palm: Palm) -> float:
 
 
 def detect_palms(model, frame: np.ndarray, regions: list[Region], min_score: float) -> list[Palm]:
-    """Palms in the given squares of one frame, run as one batch, overlapping ones merged."""
+    """Palms in the given squares of one frame, overlapping ones merged."""
     if not regions:
         return []
     boxes, scores = model.run(np.stack([r.crop(frame, INPUT) for r in regions]))
-    boxes, scores = _unfold(boxes, len(regions)), _unfold(scores, len(regions))
+    boxes = boxes.reshape(len(regions), len(ANCHORS), -1)
+    scores = scores.reshape(len(regions), len(ANCHORS), 1)
     palms: list[Palm] = []
     for i, region in enumerate(regions):
         palms += decode(boxes[i], scores[i], region, min_score)
     return weighted_nms(palms)
-
-
-_GRID_ANCHORS = (24 * 24 * 2, 12 * 12 * 6)
-
-
-def _unfold(output: np.ndarray, batch: int) -> np.ndarray:
-    """The model folds the batch into its anchor axis grid by grid: [1, N*1152 (24x24 grid) +
-    N*864 (12x12 grid), k]. Back to [N, 2016, k] in anchor order."""
-    flat = output.reshape(-1, output.shape[-1])
-    fine, coarse = flat[:batch * _GRID_ANCHORS[0]], flat[batch * _GRID_ANCHORS[0]:]
-    return np.concatenate([fine.reshape(batch, _GRID_ANCHORS[0], -1),
-                           coarse.reshape(batch, _GRID_ANCHORS[1], -1)], axis=1)
