@@ -13,7 +13,6 @@ call, or a file source that ended all stop the pings, and systemd restarts the s
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,7 +49,10 @@ class ServiceHooks:
         self.last_frame_at: float | None = None
         self.ready = False
         self.events = 0
-        self._reload = threading.Event()
+        # A plain flag, not a threading.Event: the handler runs on the main thread between two
+        # bytecodes, possibly inside Event.clear() holding the Event's lock, and set() would then
+        # wait for that lock forever.
+        self._reload_requested = False
         self._next_status = 0.0
         self._last_status = ""
         self._bind_metrics()
@@ -63,7 +65,7 @@ class ServiceHooks:
     # ------------------------------------------------------------ signal side
 
     def request_reload(self) -> None:
-        self._reload.set()
+        self._reload_requested = True
 
     # ------------------------------------------------------------ frame-loop side
 
@@ -110,8 +112,8 @@ class ServiceHooks:
             log.info("ready", notify=self.notifier.enabled)
         if processed or self._capture_reopening():
             self.watchdog.progress()
-        if self._reload.is_set():
-            self._reload.clear()
+        if self._reload_requested:
+            self._reload_requested = False
             self.reload()
         if now >= self._next_status:
             self._next_status = now + STATUS_EVERY_S
