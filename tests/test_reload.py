@@ -34,7 +34,7 @@ def test_thresholds_gestures_and_topics_apply_live():
 
 def test_device_changes_wait_for_a_restart_and_keep_running_values():
     old = parse_config({"capture": {"source": "/dev/video0"}})
-    new = parse_config({"capture": {"source": "/dev/video2", "width": 1280},
+    new = parse_config({"capture": {"source": "/dev/video2", "width": 1920},
                         "hands": {"max_num_hands": 1},
                         "decide": {"cooldown_s": 4}})
     plan = plan_reload(old, new)
