@@ -148,15 +148,24 @@ class HandsConfig(Section):
     search_squares_per_frame: Annotated[int, Field(ge=1, le=64)] = Field(
         8,
         description=(
-            "Palm-detector squares run per frame while searching (openvino backend); a full pass "
-            "over the frame takes ceil(squares / this) frames."
+            "Most palm-detector squares run in a frame while no hand is followed (openvino "
+            "backend): a new scene's first whole search takes ceil(squares / this) frames."
+        ),
+    )
+    sweep_squares_per_frame: Annotated[int, Field(ge=1, le=64)] = Field(
+        2,
+        description=(
+            "After a scene's first whole search, squares where the picture changed are searched "
+            "first (up to `search_squares_per_frame`) and this many more a frame sweep the rest in "
+            "turn, so a still hand is found too (openvino backend). Also the search budget while "
+            "hands are followed."
         ),
     )
     search_interval_frames: Annotated[int, Field(ge=1, le=300)] = Field(
         3,
         description=(
-            "While some hands are followed and fewer than `max_num_hands`, search for more only "
-            "every this many frames (openvino backend)."
+            "While some hands are followed and fewer than `max_num_hands`, search for more (a "
+            "sweep step) only every this many frames (openvino backend)."
         ),
     )
     mirrored: bool = Field(

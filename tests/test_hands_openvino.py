@@ -151,10 +151,14 @@ def test_with_room_for_another_hand_the_search_runs_every_search_interval_frames
     finally:
         hands.close()
     first = next(i for i, (n, _) in enumerate(found) if n)
-    later = found[first + 1:first + 1 + 4 * cfg.search_interval_frames]
+    # A new scene is searched whole first, at the full budget, hand or no hand.
+    whole = frames_per_pass(cfg, 1280, 720)
+    assert [squares for _, squares in found[:whole - 1]] == [cfg.search_squares_per_frame] * (whole - 1)
+    # Then, with one hand followed, a sweep step every search_interval_frames.
+    later = found[max(first, whole) + 1:max(first, whole) + 1 + 4 * cfg.search_interval_frames]
     assert [n for n, _ in later] == [1] * len(later)
     searched = [squares for _, squares in later if squares]
-    assert len(searched) == 4 and set(searched) == {cfg.search_squares_per_frame}, later
+    assert len(searched) == 4 and set(searched) == {cfg.sweep_squares_per_frame}, later
 
 
 def finder_warnings(caplog) -> list[str]:
@@ -349,3 +353,24 @@ def test_an_empty_room_shows_no_hand_at_the_frames_edge(shared_dir, tmp_path):
         seen = [hands.detect(capture.read()[1]) for _ in range(frames)]
     capture.release()
     assert not any(seen), [[h.bbox for h in found] for found in seen if found]
+
+
+def test_after_the_first_search_a_still_room_costs_a_sweep_and_a_raised_hand_is_found_at_once(
+        open_palm, background):
+    """After a scene's whole first search, an unchanged room costs `sweep_squares_per_frame`
+    squares a frame; a hand that appears at 3 m is searched for in the next frame, where it moved
+    in, instead of waiting up to a whole sweep (18 frames at 1280x720)."""
+    photo, landmarks = open_palm
+    cfg = HandsConfig()
+    empty = background.copy()
+    with_hand = room.hand_in_frame(photo, landmarks, 0.037, background, (900.0, 500.0))
+    hands = OpenVinoHands(cfg)
+    try:
+        still = [(len(hands.detect(empty)), len(hands.search_squares))
+                 for _ in range(frames_per_pass(cfg, 1280, 720) + 3)]
+        appeared = [len(hands.detect(with_hand)) for _ in range(3)]
+    finally:
+        hands.close()
+    assert [n for n, _ in still] == [0] * len(still)
+    assert [squares for _, squares in still[-3:]] == [cfg.sweep_squares_per_frame] * 3
+    assert appeared[0] == 1 or appeared[1] == 1, appeared

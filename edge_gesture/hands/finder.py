@@ -95,7 +95,7 @@ class OpenVinoHandFinder:
                 log.warning("frame size changed from %dx%d to %dx%d; searching anew",
                             *self._plan.size, width, height)
             self._plan = SearchPlan(width, height, self.cfg.min_hand_width,
-                                    self.cfg.search_squares_per_frame)
+                                    self.cfg.search_squares_per_frame, self.cfg.sweep_squares_per_frame)
             self._followed = []
         cfg = self.cfg
         self._frame_no += 1
@@ -106,8 +106,15 @@ class OpenVinoHandFinder:
         readings = self._distinct(readings)
 
         self.last_search = []
-        if len(readings) < cfg.max_num_hands and self._search_due(bool(readings)):
-            squares = self._plan.cycle if self.static_images else self._plan.next_squares()
+        if not self.static_images:
+            self._plan.look(frame)
+        following = bool(readings) and self._plan.first_pass_done
+        if len(readings) < cfg.max_num_hands and self._search_due(following):
+            if self.static_images:
+                squares = self._plan.cycle
+            else:
+                squares = self._plan.next_squares(
+                    cfg.sweep_squares_per_frame if following else cfg.search_squares_per_frame)
             self.last_search = squares
             readings += self._new_hands(frame, squares, readings)
 
@@ -117,13 +124,11 @@ class OpenVinoHandFinder:
 
     @property
     def frames_to_settle(self) -> int:
-        """Frames after which a still picture shows nothing new: every search square has been
-        looked at once more after the last change."""
-        if self._plan is None:
-            return 1
-        # With no hand followed every frame searches; with some, every search_interval_frames.
-        interval = max(1, self.cfg.search_interval_frames) if self._followed else 1
-        return self._plan.frames_per_pass * interval + 1
+        """Frames of unchanged hands after which a still picture shows nothing new: once every
+        square has been searched, searching the same picture again finds the same palms."""
+        if self._plan is None or not self._plan.first_pass_done:
+            return (self._plan.frames_per_pass if self._plan else 1) + 2
+        return 2
 
     def _search_due(self, following: bool) -> bool:
         return not following or self._frame_no % max(1, self.cfg.search_interval_frames) == 0

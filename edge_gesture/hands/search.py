@@ -8,16 +8,19 @@ squares are small enough that the smallest hand asked for (`hands.min_hand_width
 a sixth of one. Neighbouring squares overlap by a quarter, more than the smallest hand, so a
 hand is always whole inside some square.
 
-A full pass is more squares than one frame can afford, so each frame runs the next few in a
-fixed cycle (`hands.search_squares_per_frame`): new hands are found within one cycle, and the
-frame rate does not fall with the camera's resolution. Found hands are followed from their own
-landmarks (see `finder.py`) and cost no search at all.
+A full pass is more squares than one frame can afford. A new scene is searched whole once, a
+few squares a frame (`hands.search_squares_per_frame`); after that a new hand has to arrive, and
+arriving is motion: the squares where the picture changed are searched first, and a slow sweep
+(`hands.sweep_squares_per_frame`) covers the rest in turn, so a still room costs two squares a
+frame and a raised hand is looked at in the next frame. The frame rate does not fall with the
+camera's resolution. Found hands are followed from their own landmarks (see `finder.py`).
 """
 
 from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 from edge_gesture.hands.geometry import Region
@@ -62,29 +65,102 @@ def search_levels(width: int, height: int, min_hand_width: float) -> list[list[R
     return levels
 
 
-class SearchPlan:
-    """The search squares for one frame size, handed out a few per frame in a fixed cycle."""
+class MotionMap:
+    """Where the picture changed since the last look, per search square, from a small grey copy
+    of the frame (1/8 of each side: a few microseconds of work, and below camera noise)."""
 
-    def __init__(self, width: int, height: int, min_hand_width: float, per_frame: int):
+    SCALE = 8
+    CHANGE = 18  # grey levels: above sensor noise and compression flicker
+    MIN_SHARE = 0.004  # of a square's area that must change
+
+    def __init__(self, squares: list[Region], width: int, height: int):
+        self._previous: np.ndarray | None = None
+        small = (max(1, width // self.SCALE), max(1, height // self.SCALE))
+        self._size = small
+        self._boxes = []
+        for r in squares:
+            x0 = int(np.clip((r.cx - r.size / 2) / self.SCALE, 0, small[0]))
+            y0 = int(np.clip((r.cy - r.size / 2) / self.SCALE, 0, small[1]))
+            x1 = int(np.clip(np.ceil((r.cx + r.size / 2) / self.SCALE), x0 + 1, small[0]))
+            y1 = int(np.clip(np.ceil((r.cy + r.size / 2) / self.SCALE), y0 + 1, small[1]))
+            self._boxes.append((x0, y0, x1, y1))
+
+    def update(self, frame: np.ndarray) -> np.ndarray:
+        """Per square, the share of its area that changed since the last call (0 on the first)."""
+        grey = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), self._size,
+                          interpolation=cv2.INTER_AREA)
+        previous, self._previous = self._previous, grey
+        if previous is None:
+            return np.zeros(len(self._boxes), np.float32)
+        changed = (cv2.absdiff(grey, previous) > self.CHANGE).astype(np.uint8)
+        total = cv2.integral(changed)
+        out = np.empty(len(self._boxes), np.float32)
+        for i, (x0, y0, x1, y1) in enumerate(self._boxes):
+            area = (x1 - x0) * (y1 - y0)
+            out[i] = (total[y1, x1] - total[y0, x1] - total[y1, x0] + total[y0, x0]) / area
+        return out
+
+
+class SearchPlan:
+    """The search squares for one frame size, and which of them to look at in each frame.
+
+    A new scene (the first frames, a new frame size, eval's next photo) is searched whole once, at
+    the full per-frame budget. After that a hand has to get there: squares where the picture
+    changed come first (a raised hand is motion), up to the budget, and a slow sweep of
+    `sweep_per_frame` squares a frame keeps covering the rest, so a hand that was already there,
+    still, is found too, within one sweep."""
+
+    def __init__(self, width: int, height: int, min_hand_width: float, per_frame: int,
+                 sweep_per_frame: int = 2):
         self.size = (width, height)
         self.levels = search_levels(width, height, min_hand_width)
         self.cycle = [r for level in self.levels for r in level]
         self.per_frame = max(1, per_frame)
-        self._next = 0
+        self.sweep_per_frame = max(1, min(sweep_per_frame, self.per_frame))
+        self._motion = MotionMap(self.cycle, width, height)
+        self.restart()
 
     def __len__(self) -> int:
         return len(self.cycle)
 
     @property
     def frames_per_pass(self) -> int:
+        """Frames a whole pass takes at the full budget (a new scene's first search)."""
         return math.ceil(len(self.cycle) / self.per_frame)
 
-    def next_squares(self) -> list[Region]:
-        """The next squares in the cycle (wrapping round), at most `per_frame` of them."""
-        n = min(self.per_frame, len(self.cycle))
-        out = [self.cycle[(self._next + i) % len(self.cycle)] for i in range(n)]
-        self._next = (self._next + n) % len(self.cycle)
-        return out
+    @property
+    def first_pass_done(self) -> bool:
+        return not self._unsearched
+
+    def look(self, frame: np.ndarray) -> np.ndarray:
+        """Note what changed in this frame; call once per frame, searched or not."""
+        moved = self._motion.update(frame)
+        self._moved = np.maximum(self._moved, moved)
+        return moved
+
+    def next_squares(self, budget: int | None = None) -> list[Region]:
+        """The squares to search now, at most `budget` (default: the per-frame budget): the
+        scene's unsearched ones; after those, the squares where something moved since they were
+        last searched (most first), keeping room for the sweep's share."""
+        budget = self.per_frame if budget is None else max(1, budget)
+        picks = sorted(self._unsearched)[:budget]
+        if len(picks) < budget:
+            sweep = min(self.sweep_per_frame, budget - len(picks))
+            order = np.argsort(-self._moved, kind="stable")
+            moving = [int(i) for i in order
+                      if self._moved[i] >= MotionMap.MIN_SHARE and int(i) not in picks]
+            picks += moving[:budget - len(picks) - sweep]
+            for _ in range(min(sweep, len(self.cycle))):
+                i, self._next = self._next, (self._next + 1) % len(self.cycle)
+                if i not in picks:
+                    picks.append(i)
+        for i in picks:
+            self._unsearched.discard(i)
+            self._moved[i] = 0.0
+        return [self.cycle[i] for i in picks]
 
     def restart(self) -> None:
+        """A new scene: search it whole again."""
         self._next = 0
+        self._unsearched = set(range(len(self.cycle)))
+        self._moved = np.zeros(len(self.cycle), np.float32)
