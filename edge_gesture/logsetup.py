@@ -11,6 +11,20 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 
 
+class _StderrNow:
+    """Whatever `sys.stderr` is when a line is written, not when logging was set up: code that
+    runs the CLI in-process (tests capturing output) swaps it and closes its copy afterwards."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_STDERR = _StderrNow()
+
+
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer = (structlog.processors.JSONRenderer() if use_json
@@ -24,10 +38,10 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_STDERR),
         cache_logger_on_first_use=False,
     )
     # paho and friends log through the standard library; route their warnings the same way.
     # force: the CLI configures once before it knows the config, `run` again after reading it.
-    logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), stream=sys.stderr,
+    logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), stream=_STDERR,
                         format="%(name)s %(levelname)s %(message)s", force=True)

@@ -250,32 +250,14 @@ def test_an_absent_hands_device_with_a_fallback_runs_there_with_one_warning(open
 
 
 def test_edge_gesture_eval_with_an_absent_hands_device_says_so_without_a_traceback(
-        gesture_data, tmp_path, capsys, cli_in_process):
+        gesture_data, tmp_path, capsys):
     device, available = absent_device()
     config = tmp_path / "config.toml"
     config.write_text(f'[hands]\ndevice = "{device}"\n')
-    assert cli_in_process(["eval", str(gesture_data), "--config", str(config)]) == 1
+    assert cli_main(["eval", str(gesture_data), "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: hands.device: ") and all(d in err for d in available), err
     assert "Traceback" not in err
-
-
-@pytest.fixture
-def cli_in_process():
-    """`edge-gesture` run in this process points structlog and the logging module at the stderr
-    pytest captures for that one test and closes after it; put both back, or every later test
-    that logs fails with 'I/O operation on closed file'."""
-    import logging
-
-    import structlog
-
-    saved_structlog = structlog.get_config()
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    yield cli_main
-    structlog.configure(**saved_structlog)
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
 
 
 @pytest.fixture
@@ -335,10 +317,10 @@ def test_a_corrupt_hand_model_file_is_named(fake_mediapipe):
 
 
 def test_edge_gesture_eval_with_the_hand_models_missing_names_the_file_without_a_traceback(
-        fake_mediapipe, gesture_data, tmp_path, capsys, cli_in_process):
+        fake_mediapipe, gesture_data, tmp_path, capsys):
     config = tmp_path / "config.toml"
     config.write_text("[hands]\nbackend = \"openvino\"\n")
-    assert cli_in_process(["eval", str(gesture_data), "--config", str(config)]) == 1
+    assert cli_main(["eval", str(gesture_data), "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {model_in(fake_mediapipe, 'palm_detection')}: "), err
     assert "Traceback" not in err
