@@ -93,15 +93,6 @@ def weighted_nms(palms: list[Palm], iou_threshold: float = MIN_SUPPRESSION_IOU) 
     return out
 
 
-def letterbox_region(width: int, height: int) -> Region:
-    """The whole frame as one square (the longer side fits; the rest is black)."""
-    return Region(width / 2, height / 2, float(max(width, height)), 0.0)
-
-
-def palm_side_pixels(palm: Palm) -> float:
-    return math.hypot(palm.box[2] - palm.box[0], palm.box[3] - palm.box[1]) / math.sqrt(2)
-
-
 def detect_palms(model, frame: np.ndarray, regions: list[Region], min_score: float) -> list[Palm]:
     """Palms in the given squares of one frame, overlapping ones merged."""
     if not regions:
