@@ -123,6 +123,14 @@ class HandsConfig(Section):
     model_complexity: Literal[0, 1] = Field(
         1, description="MediaPipe hand models: 0 (lite, fastest) or 1 (full, more accurate)."
     )
+    int8_models: str = Field(
+        "",
+        description=(
+            "Folder written by `edge-gesture-export --hand-models` (openvino backend): its INT8 "
+            "landmark model, checked against the FP32 one at export, replaces MediaPipe's FP32 "
+            "model. Empty: FP32. A relative path is taken from the daemon's working directory."
+        ),
+    )
     min_detection_confidence: Annotated[float, Field(ge=0, le=1)] = Field(
         0.5, description="Palm detector score needed to start following a hand."
     )

@@ -24,6 +24,7 @@ from edge_gesture.config import HandsConfig
 from edge_gesture.errors import StartupError
 from edge_gesture.hands import Hand, box_in_frame, check_frame
 from edge_gesture.hands.geometry import Region, overlap_of_smaller
+from edge_gesture.hands.int8 import int8_landmark_model
 from edge_gesture.hands.landmarks import HandReading, read_hands
 from edge_gesture.hands.models import compile_hand_model
 from edge_gesture.hands.palm import detect_palms
@@ -78,8 +79,9 @@ class OpenVinoHandFinder:
         cache = None if device.upper().startswith("CPU") else cache_dir
         self._palm = compile_hand_model(core, "palm_detection", cfg.model_complexity, device, cache,
                                         cfg.threads)
+        int8 = int8_landmark_model(cfg.int8_models, cfg.model_complexity) if cfg.int8_models else None
         self._landmarks = compile_hand_model(core, "hand_landmark", cfg.model_complexity, device,
-                                             cache, cfg.threads)
+                                             cache, cfg.threads, path=int8)
         self._plan: SearchPlan | None = None
         self._followed: list[Region] = []
         self._frame_no = 0
@@ -121,6 +123,11 @@ class OpenVinoHandFinder:
         readings = readings[:cfg.max_num_hands]
         self._followed = [] if self.static_images else [r.next_region() for r in readings]
         return readings
+
+    @property
+    def landmark_input_side(self) -> int:
+        """The side of the square the landmark model reads a hand from (224)."""
+        return self._landmarks.side
 
     @property
     def frames_to_settle(self) -> int:

@@ -70,11 +70,13 @@ class CompiledHandModel:
 
 
 def compile_hand_model(core, name: str, complexity: int, device: str, cache_dir: str | None,
-                       threads: int = 0) -> CompiledHandModel:
+                       threads: int = 0, path: Path | None = None) -> CompiledHandModel:
+    """`path`: another file of the same model (the INT8 IR from `int8.py`); default the
+    mediapipe install's .tflite. Either takes RGB floats in 0..1; the pre-processing is added here."""
     import openvino as ov
     from openvino.preprocess import ColorFormat, PrePostProcessor
 
-    path = model_path(name, complexity)
+    path = path or model_path(name, complexity)
     try:
         model = core.read_model(str(path))
     except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own

@@ -13,11 +13,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MAX_IMAGES = 300
 
 
-def find_images(folder: Path | None) -> list[Path]:
+def find_images(folder: Path | None, needed_for: str = "--quantize-vision static-int8") -> list[Path]:
     """Image files under folder (recursively, sorted, at most MAX_IMAGES); errors say what to pass."""
     if folder is None:
         raise ExportError(
-            "--quantize-vision static-int8 needs --calibration DIR: a folder of images like the "
+            f"{needed_for} needs --calibration DIR: a folder of images like the "
             "ones the daemon will see (hand crops are best; a few dozen are enough)"
         )
     if not folder.exists():

@@ -20,6 +20,7 @@ examples:
   edge-gesture-export --format onnx
   edge-gesture-export --device-profile npu --max-prompt-length 128 --kv-length 192
   edge-gesture-export --report --model DIR              # export time, sizes, parity table
+  edge-gesture-export --hand-models --calibration ~/photos-with-hands   # INT8 hand-landmark model
 
 The bundle goes to models/<name> in the repository unless --output says otherwise; point the
 daemon at it with [vlm] bundle = "models/<name>" in config.toml (see models/README.md).
@@ -83,9 +84,22 @@ def parser() -> argparse.ArgumentParser:
         help="--report only: build a random-weight model from the config/tokenizer files in DIR "
         "(e.g. ../shared/smolvlm-256m-instruct) and report on it",
     )
+    p.add_argument(
+        "--hand-models",
+        action="store_true",
+        help="instead of a VLM bundle: MediaPipe's hand-landmark model quantized to INT8 (NNCF), "
+        "calibrated on the hands in --calibration's photos and checked against FP32 on others "
+        "(default output models/hand-landmark-<full|lite>-int8)",
+    )
+    p.add_argument("--hand-complexity", type=int, choices=(0, 1), default=1,
+                   help="--hand-models: hands.model_complexity to quantize for (default 1, full)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
+
+
+_VLM_OPTIONS = ("model", "revision", "format", "weights", "quantize_vision", "device_profile",
+                "max_prompt_length", "kv_length")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +112,17 @@ def main(argv: list[str] | None = None) -> int:
             return report(args, progress)
         if args.random_weights_from:
             raise ExportError("--random-weights-from is only for --report")
+        if args.hand_models:
+            vlm_only = [f"--{k.replace('_', '-')}" for k in _VLM_OPTIONS
+                        if getattr(args, k) != parser().get_default(k)]
+            if vlm_only:
+                raise ExportError(f"{', '.join(vlm_only)}: VLM bundle options, not for --hand-models")
+            from edge_gesture_export.hand_models import export_hand_models
+
+            hands = export_hand_models(args.calibration, args.output, args.hand_complexity,
+                                       args.force, progress)
+            print("\n".join(hands.lines))
+            return 0
         result = run(
             Options(
                 model=args.model,

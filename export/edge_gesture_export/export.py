@@ -100,7 +100,7 @@ def check_options(o: Options) -> tuple[Path, list[Path]]:
     return out, images
 
 
-def check_replaceable(out: Path) -> None:
+def check_replaceable(out: Path, manifest_name: str = MANIFEST_NAME) -> None:
     """--force deletes the output folder: only when it is an empty folder or a bundle (a folder
     whose every file is the manifest or listed in it), never a folder of someone's other files
     (a mistyped --output such as a home folder)."""
@@ -112,17 +112,17 @@ def check_replaceable(out: Path) -> None:
     if not files:
         return
     try:
-        listed = set(json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))["files"])
+        listed = set(json.loads((out / manifest_name).read_text(encoding="utf-8"))["files"])
     except (OSError, ValueError, KeyError, TypeError):
         listed = None
     if listed is None:
         raise ExportError(
-            f"{out} is not a bundle (no readable {MANIFEST_NAME}) and not empty: --force replaces "
+            f"{out} is not a bundle (no readable {manifest_name}) and not empty: --force replaces "
             f"only a bundle or an empty folder, and would delete {len(files)} other file(s) "
             f"({', '.join(files[:3])}{', ...' if len(files) > 3 else ''}); choose another "
             "--output, or move those files away yourself"
         )
-    others = [f for f in files if f != MANIFEST_NAME and f not in listed]
+    others = [f for f in files if f != manifest_name and f not in listed]
     if others:
         raise ExportError(
             f"{out} holds {len(others)} file(s) its bundle manifest does not list "
