@@ -34,6 +34,9 @@ LANDMARK_GESTURES = (
     "call",
 )
 
+#: Gestures made by moving a hand, decided from its track's path (edge_gesture/motion.py).
+MOTION_GESTURES = ("swipe_left", "swipe_right", "swipe_up", "swipe_down", "wave")
+
 DEFAULT_CONFIG_PATHS = (Path("/etc/edge-gesture/config.toml"), Path("config.toml"))
 ENV_CONFIG = "EDGE_GESTURE_CONFIG"
 
@@ -209,10 +212,12 @@ class GestureDescription(Section):
 
 class GesturesConfig(Section):
     enabled: list[str] = Field(
-        default_factory=lambda: list(LANDMARK_GESTURES),
+        default_factory=lambda: list(LANDMARK_GESTURES + MOTION_GESTURES),
         description=(
             "Gestures that may fire events. Landmark gestures: "
             + ", ".join(LANDMARK_GESTURES)
+            + "; motion gestures: "
+            + ", ".join(MOTION_GESTURES)
             + "; any name from `custom` too."
         ),
         min_length=1,
@@ -228,7 +233,7 @@ class GesturesConfig(Section):
 
     @model_validator(mode="after")
     def _known(self) -> GesturesConfig:
-        known = set(LANDMARK_GESTURES) | {g.name for g in self.custom}
+        known = set(LANDMARK_GESTURES) | set(MOTION_GESTURES) | {g.name for g in self.custom}
         unknown = [g for g in self.enabled if g not in known]
         if unknown:
             raise ValueError(
@@ -238,6 +243,50 @@ class GesturesConfig(Section):
         if len(set(self.enabled)) != len(self.enabled):
             raise ValueError("a gesture is listed twice in enabled")
         return self
+
+
+class MotionConfig(Section):
+    """Swipes and waves (edge_gesture/motion.py). Distances are in hand sizes (the palm's longest
+    side, about 9 cm on an adult hand), so the rules hold at any distance from the camera."""
+
+    swipe_min_distance: Annotated[float, Field(gt=0, le=50)] = Field(
+        2.5, description="A swipe travels at least this many hand sizes along its direction."
+    )
+    swipe_max_s: Annotated[float, Field(gt=0, le=5)] = Field(
+        1.0,
+        description="...within this many seconds of one stroke; a hand that has not moved on for "
+        "this long starts its next movement afresh.",
+    )
+    swipe_max_slant: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.5, description="Sideways drift allowed, as a share of the distance along (0.5: 27 degrees)."
+    )
+    return_s: Annotated[float, Field(ge=0, le=5)] = Field(
+        0.8,
+        description="A stroke the other way that starts within this many seconds of a swipe's "
+        "end is the hand coming back: no swipe.",
+    )
+    reversal: Annotated[float, Field(gt=0, le=5)] = Field(
+        0.3, description="Hand sizes back from its furthest point at which a stroke has turned."
+    )
+    wave_min_strokes: Annotated[int, Field(ge=2, le=20)] = Field(
+        4, description="Side-to-side strokes in a row that make a wave (4: there, back, there, back)."
+    )
+    wave_min_stroke: Annotated[float, Field(gt=0, le=20)] = Field(
+        0.5, description="Hand sizes each stroke of a wave covers at least."
+    )
+    wave_window_s: Annotated[float, Field(gt=0, le=10)] = Field(
+        2.5, description="The strokes of a wave fall within this many seconds."
+    )
+    still_max_speed: Annotated[float, Field(gt=0, le=100)] = Field(
+        2.0,
+        description="A held pose counts only while the hand moves slower than this many hand "
+        "sizes a second (a swipe with an open hand is a swipe, not an open_palm).",
+    )
+    max_gap_s: Annotated[float, Field(ge=0, le=5)] = Field(
+        0.6,
+        description="A fast hand is often missed for a few blurred frames: a new hand of the same "
+        "size within this many seconds, the only candidate, continues the lost hand's path.",
+    )
 
 
 class DecideConfig(Section):
@@ -658,6 +707,7 @@ class Config(Section):
     decide: DecideConfig = Field(
         default_factory=DecideConfig, description="Smoothing and debouncing of gestures."
     )
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="Swipes and waves.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Where events are published.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
     health: HealthConfig = Field(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -19,6 +19,7 @@ from edge_gesture.decide import Decider, GestureEvent, Observation
 from edge_gesture.gestures import classify_landmarks
 from edge_gesture.hands import Hand, HandTracker, open_hands
 from edge_gesture.hands.tracks import HandTracks
+from edge_gesture.motion import MotionTracker
 from edge_gesture.stats import PipelineStats
 
 log = structlog.get_logger("daemon")
@@ -56,6 +57,7 @@ class FramePipeline:
         self.tracker = tracker or open_hands(cfg.hands, cache_dir=str(cfg.service.cache_path()))
         self.tracks = HandTracks(cfg.decide.lost_after_s)
         self.decider = Decider(cfg.decide, cfg.gestures.enabled)
+        self.motion = MotionTracker(cfg.motion, cfg.hands.mirrored)
         self.vlm = vlm  # a VlmWorker, or None: landmarks only
 
     def reconfigure(self, cfg: Config) -> bool:
@@ -63,6 +65,7 @@ class FramePipeline:
         which the caller publishes (the next frame's `state_changed` only covers that frame)."""
         self.cfg = cfg
         self.tracks.lost_after_s = cfg.decide.lost_after_s  # the hands keep their track ids
+        self.motion.reconfigure(cfg.motion, cfg.hands.mirrored)
         before = self.decider.state()
         self.decider.reconfigure(cfg.decide, cfg.gestures.enabled)
         return self.decider.state() != before
@@ -73,6 +76,7 @@ class FramePipeline:
         self.tracker.forget()
         self.tracks = HandTracks(self.cfg.decide.lost_after_s)
         self.decider = Decider(self.cfg.decide, self.cfg.gestures.enabled)
+        self.motion = MotionTracker(self.cfg.motion, self.cfg.hands.mirrored)
 
     def process(self, frame: Frame, found: list[Hand] | None = None) -> FrameResult:
         """`found`: the hand stage's answer for this frame when the caller already has it (eval
@@ -86,10 +90,21 @@ class FramePipeline:
         if self.vlm is not None:
             observations = self._with_vlm(frame, hands, observations)
         t2 = time.perf_counter()
-        events = self.decider.update(frame.t, observations, frame.wall)
+        motions, moving = self.motion.update(frame.t, hands, {o.track: o.label for o in observations})
+        if moving:
+            # A pose counts only while the hand is still: a swipe with an open hand is a swipe.
+            observations = [replace(o, label=None, confidence=0.0) if o.track in moving else o
+                            for o in observations]
         t3 = time.perf_counter()
+        events = self.decider.update(frame.t, observations, frame.wall)
+        for m in motions:
+            ev = self.decider.motion_event(m.track, m.gesture, m.confidence, frame.t, frame.wall)
+            if ev is not None:
+                events.append(ev)
+        t4 = time.perf_counter()
         return FrameResult(hands, observations, events, self.decider.state_changed,
-                           {"hands": t1 - t0, "classify": t2 - t1, "decide": t3 - t2})
+                           {"hands": t1 - t0, "classify": t2 - t1, "motion": t3 - t2,
+                            "decide": t4 - t3})
 
     def observe(self, hand: Hand) -> Observation:
         guess = classify_landmarks(hand.landmarks, hand.handedness, aspect=hand.aspect)

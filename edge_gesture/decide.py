@@ -8,7 +8,10 @@ does not end it). Becoming active fires one event, unless the same gesture fired
 hand within `cooldown_s`. Events and the state name the hand as the person's left or right.
 
 Time comes from the frames, not the wall clock, so a recorded video gives the same events however
-fast it is processed.
+fast it is processed; times are compared with a slack of EPS (far below a frame), since a file's
+clock is a float sum that rounds differently from run to run. A gesture never becomes active on a
+frame where its hand is not seen. Motion gestures (swipes, waves: edge_gesture/motion.py) are
+decided elsewhere and come here for the same cooldown and event (`motion_event`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from edge_gesture.config import DecideConfig
+
+#: Slack for comparing frame times (seconds).
+EPS = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +82,7 @@ class Cooldowns:
         """Whether `gesture` from `track` (the person's `hand`, in view since `first_seen`)
         is still inside the cooldown of an earlier event of the same hand."""
         for (other, g), (last, h) in self._last.items():
-            if g != gesture or t - last >= cooldown_s:
+            if g != gesture or t - last >= cooldown_s - EPS:
                 continue
             if other == track:
                 return True
@@ -97,7 +103,7 @@ class Cooldowns:
         """Drop entries that can no longer block anything, so hands that come and go under
         fresh track ids do not grow this without bound."""
         if self._last:
-            self._last = {k: v for k, v in self._last.items() if t - v[0] < cooldown_s}
+            self._last = {k: v for k, v in self._last.items() if t - v[0] < cooldown_s - EPS}
             live = {k for k, _ in self._last}
             self._gone = {k: v for k, v in self._gone.items() if k in live}
         else:
@@ -160,23 +166,36 @@ class Decider:
             track.last_seen = t
         for key, track in list(self._hands.items()):
             if key not in seen:
-                if t - track.last_seen >= cfg.lost_after_s:
+                if t - track.last_seen >= cfg.lost_after_s - EPS:
                     changed = True
                     del self._hands[key]
                     self.cooldowns.gone(key, track.last_seen)
                     continue
                 # A missed detection counts as a frame without the gesture.
                 track.window.append((t, None, 0.0, ""))
-            while track.window and track.window[0][0] <= t - cfg.window_s:
+            while track.window and track.window[0][0] <= t - cfg.window_s + EPS:
                 track.window.popleft()
-            ev, moved = self._step(key, track, t, wall)
+            ev, moved = self._step(key, track, t, wall, seen=key in seen)
             changed |= moved
             if ev is not None:
                 events.append(ev)
         self.state_changed = changed
         return events
 
-    def _step(self, key: int, track: _HandTrack, t: float, wall: float
+    def motion_event(self, track: int, gesture: str, confidence: float, t: float, wall: float = 0.0
+                     ) -> GestureEvent | None:
+        """A swipe or wave from `track` (seen in this frame's update): the event, unless the
+        gesture is not enabled or the hand's cooldown for it is running."""
+        hand = self._hands.get(track)
+        if gesture not in self.enabled or hand is None:
+            return None
+        if self.cooldowns.blocks(track, hand.hand, gesture, t, self.cfg.cooldown_s, hand.first_seen):
+            return None
+        self.cooldowns.fired(track, hand.hand, gesture, t)
+        return GestureEvent(gesture=gesture, confidence=confidence, source="landmarks", hand=hand.hand,
+                            t=t, wall=wall)
+
+    def _step(self, key: int, track: _HandTrack, t: float, wall: float, seen: bool
               ) -> tuple[GestureEvent | None, bool]:
         cfg = self.cfg
         n = len(track.window)
@@ -204,7 +223,7 @@ class Decider:
             return None, changed
         if track.candidate != best:
             track.candidate, track.candidate_since = best, t
-        if t - track.candidate_since < cfg.min_hold_s:
+        if t - track.candidate_since < cfg.min_hold_s - EPS or not seen:
             return None, changed
 
         track.active, track.active_since, track.candidate = best, t, None

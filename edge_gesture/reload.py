@@ -19,6 +19,7 @@ LIVE = (
     "gestures.enabled",
     "gestures.min_confidence",
     "decide",
+    "motion",
     "mqtt",
     "logging",
     "health.stale_after_s",

@@ -7,7 +7,7 @@ from collections import deque
 
 import numpy as np
 
-STAGES = ("capture", "hands", "classify", "decide", "publish")
+STAGES = ("capture", "hands", "classify", "motion", "decide", "publish")
 
 
 def percentiles_ms(samples, qs=(50, 95)) -> dict[str, float]:

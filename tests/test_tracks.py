@@ -87,13 +87,14 @@ def events(results) -> list[tuple[str, str]]:
 
 
 def test_a_flickering_handedness_label_gives_one_event_not_two(poses):
-    # A right hand shows thumbs-down for 2.1 s while drifting towards the frame's edge; the
+    # A right hand shows thumbs-down for 2.1 s while drifting towards the frame's edge (slowly: a
+    # hand size a second; faster would be a moving hand, whose pose does not count); the
     # finder's label flips frame to frame for a while, then says "left" until the hand is gone
     # (as seen on clips: the same thumbs-down fired twice, once as the hand left the picture).
     down = poses["thumbs_down"]
     script = []
     for i in range(63):
-        x = 500 + 8 * i
+        x = 1050 + 2 * i
         if i < 18:
             label, score = "right", 0.95
         elif i < 45:
@@ -111,11 +112,12 @@ def test_a_flickering_handedness_label_gives_one_event_not_two(poses):
 
 def test_two_hands_crossing_with_swapped_labels_are_kept_apart(poses):
     # A right hand's fist moves right, a left hand's victory moves left, passing each other
-    # 2.5 palms apart; while they are close the finder swaps their labels.
+    # 2.5 palms apart (slowly, a hand size a second, so their poses count); while they are close
+    # the finder swaps their labels.
     fist, victory = poses["fist"], poses["victory"]
     script = []
     for i in range(75):
-        xa, xb = 300 + 9 * i, 980 - 9 * i
+        xa, xb = 565 + 2 * i, 715 - 2 * i
         swapped = 25 <= i < 50
         a = placed(fist, xa, 300, "left" if swapped else "right", 0.7 if swapped else 0.95)
         b = placed(victory, xb, 300 + 2.5 * PALM_PX, "right" if swapped else "left",

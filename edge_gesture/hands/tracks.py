@@ -108,7 +108,7 @@ class HandTracks:
         """The same hands, in the same order, each with its `track_id` and its track's
         handedness; `t` is the frame's time (monotonic seconds)."""
         self._tracks = {i: tr for i, tr in self._tracks.items()
-                        if t - tr.last_seen < self.lost_after_s}
+                        if t - tr.last_seen < self.lost_after_s - 1e-6}
         palms = [palm(h) for h in hands]
         pairs = []
         for n, (centre, size) in enumerate(palms):

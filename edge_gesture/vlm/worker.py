@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from edge_gesture.config import LANDMARK_GESTURES, Config
+from edge_gesture.config import LANDMARK_GESTURES, MOTION_GESTURES, Config
 from edge_gesture.vlm.backend import BackendOptions
 from edge_gesture.vlm.preprocess import hand_crop
 from edge_gesture.vlm.prompt import DEFAULT_DESCRIPTIONS
@@ -43,10 +43,13 @@ class VlmAnswer:
 
 
 def gesture_descriptions(cfg: Config) -> list[tuple[str, str]]:
-    """(name, description) of every enabled gesture, for the prompt."""
+    """(name, description) of every enabled gesture the VLM can see in one crop (a swipe or a
+    wave is motion, which one picture does not show), for the prompt."""
     custom = {g.name: g.description for g in cfg.gestures.custom}
     out = []
     for name in cfg.gestures.enabled:
+        if name in MOTION_GESTURES:
+            continue
         desc = custom.get(name) or DEFAULT_DESCRIPTIONS.get(name)
         if desc is None:  # config validation makes this unreachable; fail loudly if not
             raise ValueError(f"gestures.enabled: {name!r} has no description")
@@ -387,4 +390,5 @@ def _with_t(a: VlmAnswer, t: float) -> VlmAnswer:
 
 #: Gestures that only the VLM can recognise, from the enabled list.
 def vlm_only_gestures(cfg: Config) -> frozenset[str]:
-    return frozenset(g for g in cfg.gestures.enabled if g not in LANDMARK_GESTURES)
+    return frozenset(g for g in cfg.gestures.enabled
+                     if g not in LANDMARK_GESTURES and g not in MOTION_GESTURES)

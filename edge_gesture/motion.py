@@ -1,0 +1,259 @@
+"""Swipes and waves from each hand track's path over frame time.
+
+Per track, the palm's centre (wrist and four knuckles, as in `hands.tracks`) is followed in units
+of the hand's own size (the median of its recent palm sizes: a blurred frame shrinks the palm, the
+median does not move), so the same rules hold near the camera and across the room. Along each
+axis the path is cut into strokes: a stroke runs while the hand keeps moving one way, and ends
+when the hand comes back `motion.reversal` sizes from the furthest point it reached (a reversal)
+or stops for `motion.swipe_max_s` (then the next movement starts afresh).
+
+- **Swipe** (`swipe_left/right/up/down`): within the last `swipe_max_s` of one stroke the hand
+  travelled at least `swipe_min_distance` sizes along the axis, and at most `swipe_max_slant`
+  times that across it (straight enough). It fires as the distance is reached, once per stroke.
+- **Turning back**: a stroke that turns back a swipe within `return_s` of its end is the hand
+  coming back, not a swipe. One that turns back at once (within `SWING_RETURN_S`) from any stroke
+  of at least `TURN_BACK_MIN` hand sizes is the second half of a swing (a big wave's strokes are
+  as long as a short swipe). A small wind-up before a swipe is shorter than that.
+- **Wave**: at least `wave_min_strokes` side-to-side strokes in a row, each at least
+  `wave_min_stroke` sizes, within `wave_window_s`, with an open hand (the pose classifier's
+  `open_palm` on at least half of those frames). While a track is waving (two strokes of that
+  size before the current one), its side-to-side strokes are not swipes: a wave is not also
+  two swipes.
+- **Still**: a held pose counts only while the hand moves slower than `still_max_speed` sizes a
+  second (measured over the last `SPEED_SPAN_S`): a swipe with an open hand is not an open_palm.
+
+Directions are the person's own, like `hand`: an unmirrored camera sees a hand moving to the
+person's left go to the picture's right (`hands.mirrored` says which it is). A fast hand is often
+lost for a few blurred frames; a track that reappears as a new one within `max_gap_s`, the only
+one of that size, continues the path (the hand tracks keep their own ids).
+
+Times are the frames' own (the source's clock), compared with a tolerance far below a frame, so
+a file gives the same events at the same frames on every run.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_gesture.config import MotionConfig
+from edge_gesture.hands import Hand
+from edge_gesture.hands.tracks import palm
+
+#: Frame times are compared with this slack: a file's clock is start + n / fps in floats.
+EPS = 1e-6
+#: The span over which a hand's speed is measured for the still-pose rule.
+SPEED_SPAN_S = 0.2
+#: A stroke at least this long (hand sizes) is a swing that a stroke back at once returns from...
+TURN_BACK_MIN = 1.0
+#: ...within this many seconds of its end (a wave turns without stopping; the reversal is seen
+#: `reversal` hand sizes later, about 0.1 s).
+SWING_RETURN_S = 0.35
+#: How much path a track keeps: the longest rule's window.
+_KEEP_S = 3.0
+_SIZE_SPAN_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class MotionEvent:
+    track: int
+    gesture: str
+    confidence: float
+
+
+@dataclass(slots=True)
+class _Sample:
+    t: float
+    x: float  # palm centre, frame heights (x scaled by the aspect)
+    y: float
+    size: float
+    open: bool
+
+
+@dataclass
+class _Stroke:
+    direction: int = 0  # +1 / -1 along the axis, 0 while the hand has not moved far enough
+    anchor_t: float = 0.0  # where and when the stroke started
+    anchor: float = 0.0
+    extreme_t: float = 0.0  # the furthest point along `direction` so far
+    extreme: float = 0.0
+    number: int = 0  # counts strokes on this axis; a swipe fires once per number
+    began_t: float = 0.0  # when the hand was first seen going this way (past the reversal)
+    done: list = field(default_factory=list)  # finished strokes: (number, direction, amplitude, start, end)
+
+
+@dataclass
+class _Path:
+    samples: deque = field(default_factory=deque)
+    axes: tuple = field(default_factory=lambda: (_Stroke(), _Stroke()))
+    swiped: dict = field(default_factory=dict)  # axis -> the stroke number a swipe fired on
+    waved_stroke: int = -1  # the x stroke number a wave last fired on
+    last_seen: float = 0.0
+    size: float = 0.0
+
+
+class MotionTracker:
+    """Paths per hand track and the motion gestures they make. The frame loop owns it."""
+
+    def __init__(self, cfg: MotionConfig, mirrored: bool):
+        self.cfg = cfg
+        self.mirrored = mirrored
+        self._paths: dict[int, _Path] = {}
+
+    def reconfigure(self, cfg: MotionConfig, mirrored: bool) -> None:
+        self.cfg, self.mirrored = cfg, mirrored
+
+    def update(self, t: float, hands: list[Hand], poses: dict[int, str | None]
+               ) -> tuple[list[MotionEvent], set[int]]:
+        """One frame: the hands with their track ids and each track's pose label. Returns the
+        motion events and the tracks moving too fast for a still pose to count."""
+        cfg = self.cfg
+        seen = {h.track_id for h in hands}
+        gone = [k for k, p in self._paths.items() if k not in seen and t - p.last_seen > cfg.max_gap_s + EPS]
+        for tid in gone:
+            del self._paths[tid]
+        events, moving = [], set()
+        for hand in hands:
+            path = self._paths.get(hand.track_id)
+            if path is None:
+                path = self._paths[hand.track_id] = self._continued(hand, t, seen)
+            centre, size = palm(hand)
+            path.samples.append(_Sample(t, float(centre[0]), float(centre[1]), size,
+                                        poses.get(hand.track_id) == "open_palm"))
+            path.last_seen = t
+            while path.samples and path.samples[0].t < t - _KEEP_S - EPS:
+                path.samples.popleft()
+            recent = [s.size for s in path.samples if s.t >= t - _SIZE_SPAN_S - EPS]
+            path.size = float(np.median(recent))
+            for axis in (0, 1):
+                self._follow(path, axis, t)
+            if self._speed(path, t) > cfg.still_max_speed:
+                moving.add(hand.track_id)
+            events += [MotionEvent(hand.track_id, g, c) for g, c in self._decide(path, t)]
+        return events, moving
+
+    def _continued(self, hand: Hand, t: float, seen: set[int]) -> _Path:
+        """A new track's path: the path of a track lost moments ago when it is the only one of
+        this hand's size (a fast hand missed for a few blurred frames), else a fresh one."""
+        _, size = palm(hand)
+        lost = [k for k, p in self._paths.items() if k not in seen and p.size > 0
+                and max(p.size, size) / min(p.size, size) <= 1.8]
+        if len(lost) == 1:
+            return self._paths.pop(lost[0])
+        return _Path()
+
+    def _follow(self, path: _Path, axis: int, t: float) -> None:
+        cfg, s, st = self.cfg, path.samples[-1], path.axes[axis]
+        p = s.x if axis == 0 else s.y
+        unit = path.size
+        if len(path.samples) == 1:
+            st.anchor = st.extreme = p
+            st.anchor_t = st.extreme_t = t
+            return
+        if st.direction == 0:
+            if t - st.anchor_t > cfg.swipe_max_s + EPS:
+                # The hand has not gone anywhere for a while: a movement from here starts afresh.
+                st.anchor, st.anchor_t = p, t
+            elif abs(p - st.anchor) >= cfg.reversal * unit:
+                st.direction = 1 if p > st.anchor else -1
+                st.extreme, st.extreme_t = p, t
+                st.number += 1
+                st.began_t = t
+            return
+        if (p - st.extreme) * st.direction > 0:
+            st.extreme, st.extreme_t = p, t
+        elif (st.extreme - p) * st.direction >= cfg.reversal * unit:
+            st.done.append((st.number, st.direction, abs(st.extreme - st.anchor) / unit,
+                            st.anchor_t, st.extreme_t))
+            st.done = [d for d in st.done if d[4] >= t - _KEEP_S - EPS]
+            st.anchor, st.anchor_t = st.extreme, st.extreme_t
+            st.direction = -st.direction
+            st.extreme, st.extreme_t = p, t
+            st.number += 1
+            st.began_t = t
+        elif t - st.extreme_t > cfg.swipe_max_s + EPS:
+            st.done.append((st.number, st.direction, abs(st.extreme - st.anchor) / unit,
+                            st.anchor_t, st.extreme_t))
+            st.direction, st.anchor, st.anchor_t = 0, p, t
+
+    def _speed(self, path: _Path, t: float) -> float:
+        """Palm sizes a second over the last SPEED_SPAN_S."""
+        span = [s for s in path.samples if s.t >= t - SPEED_SPAN_S - EPS]
+        if len(span) < 2 or span[-1].t - span[0].t < EPS:
+            return 0.0
+        a, b = span[0], span[-1]
+        return float(np.hypot(b.x - a.x, b.y - a.y)) / path.size / (b.t - a.t)
+
+    def _decide(self, path: _Path, t: float):
+        cfg = self.cfg
+        wave = self._wave(path, t)
+        if wave is not None:
+            yield wave
+        for axis in (0, 1):
+            st = path.axes[axis]
+            if st.direction == 0 or path.swiped.get(axis) == st.number:
+                continue
+            if axis == 0 and self._waving(path, t):
+                continue
+            if self._turns_back(st, path.swiped.get(axis)):
+                continue
+            start = next(s for s in path.samples if s.t >= max(st.anchor_t, t - cfg.swipe_max_s) - EPS)
+            now = path.samples[-1]
+            along = ((now.x - start.x) if axis == 0 else (now.y - start.y)) * st.direction / path.size
+            across = abs((now.y - start.y) if axis == 0 else (now.x - start.x)) / path.size
+            if along < cfg.swipe_min_distance or across > cfg.swipe_max_slant * along:
+                continue
+            path.swiped[axis] = st.number
+            yield self._swipe_name(axis, st.direction), round(along / float(np.hypot(along, across)), 3)
+
+    def _turns_back(self, st: _Stroke, swiped: int | None) -> bool:
+        """Whether the current stroke comes back from the stroke just before it: a swipe's
+        return, or a swing's second half."""
+        if not st.done:
+            return False
+        number, direction, amplitude, _, end = st.done[-1]
+        if number != st.number - 1 or direction != -st.direction:
+            return False
+        window = self.cfg.return_s if swiped == number else SWING_RETURN_S
+        return amplitude >= TURN_BACK_MIN and st.began_t - end <= window + EPS
+
+    def _side_strokes(self, path: _Path, t: float) -> list[tuple]:
+        """The side-to-side strokes in a row, up to the current one, that are big enough for a
+        wave and inside its window (newest last)."""
+        cfg, st = self.cfg, path.axes[0]
+        strokes = list(st.done)
+        if st.direction != 0:
+            strokes.append((st.number, st.direction, abs(st.extreme - st.anchor) / path.size,
+                            st.anchor_t, st.extreme_t))
+        run = []
+        for s in reversed(strokes):
+            if s[3] < t - cfg.wave_window_s - EPS or s[2] < cfg.wave_min_stroke:
+                break
+            if run and s[0] != run[-1][0] - 1:
+                break
+            run.append(s)
+        return run[::-1]
+
+    def _waving(self, path: _Path, t: float) -> bool:
+        return len(self._side_strokes(path, t)) >= 3
+
+    def _wave(self, path: _Path, t: float):
+        cfg = self.cfg
+        run = self._side_strokes(path, t)
+        if len(run) < cfg.wave_min_strokes or path.waved_stroke >= run[0][0]:
+            return None
+        frames = [s.open for s in path.samples if s.t >= run[0][3] - EPS]
+        open_share = sum(frames) / len(frames)
+        if open_share < 0.5:
+            return None
+        path.waved_stroke = run[-1][0]
+        return "wave", round(open_share, 3)
+
+    def _swipe_name(self, axis: int, direction: int) -> str:
+        if axis == 1:
+            return "swipe_down" if direction > 0 else "swipe_up"
+        # Unmirrored: the picture's right is the person's left.
+        towards_picture_right = direction > 0
+        return "swipe_right" if towards_picture_right == self.mirrored else "swipe_left"

@@ -1,0 +1,159 @@
+"""Swipes and waves from crafted hand tracks: real landmarks (MediaPipe's, from shared photos)
+moved along scripted paths, through the daemon's own FramePipeline (tracks, classifier, motion,
+debouncing). Palms are 60 px (one hand size) in a 1280x720 frame at 30 frames/s."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edge_gesture.capture import Frame
+from edge_gesture.config import parse_config
+from edge_gesture.daemon import FramePipeline
+from tests.test_tracks import FPS, PALM_PX, SIZE, ScriptedFinder, placed, poses  # noqa: F401
+
+
+def run(script, *, mirrored: bool = False, t0: float = 0.0, **motion):
+    cfg = parse_config({"motion": motion, "hands": {"mirrored": mirrored}})
+    pipeline = FramePipeline(cfg, tracker=ScriptedFinder(script))
+    image = np.zeros((SIZE[1], SIZE[0], 3), np.uint8)
+    results = [pipeline.process(Frame(image, i, t0 + i / FPS, 1e9 + i / FPS, i / FPS))
+               for i in range(len(script))]
+    pipeline.close()
+    return results
+
+
+def gestures(results) -> list[str]:
+    return [e.gesture for r in results for e in r.events]
+
+
+def path(pose, points, label="right"):
+    """One frame per (x, y) point."""
+    return [[placed(pose, x, y, label)] for x, y in points]
+
+
+def still(x, y, frames):
+    return [(x, y)] * frames
+
+
+def line(a, b, frames):
+    return [(a[0] + (b[0] - a[0]) * k / frames, a[1] + (b[1] - a[1]) * k / frames)
+            for k in range(1, frames + 1)]
+
+
+# A swipe: 5 hand sizes (300 px) in 12 frames (0.4 s), from a fist, so the held pose (fist) is
+# a different gesture from anything the motion could be confused with.
+SWIPE = 300
+SWIPE_FRAMES = 12
+
+
+def test_swipes_in_each_direction_are_the_persons_own(poses):
+    fist = poses["fist"]
+    centre = (640, 360)
+    cases = {
+        # Unmirrored camera: the hand going to the picture's right is going to the person's left.
+        ((+1, 0), False): "swipe_left",
+        ((-1, 0), False): "swipe_right",
+        ((+1, 0), True): "swipe_right",
+        ((0, -1), False): "swipe_up",
+        ((0, +1), False): "swipe_down",
+    }
+    for ((dx, dy), mirrored), want in cases.items():
+        start = (centre[0] - dx * SWIPE / 2, centre[1] - dy * SWIPE / 2)
+        end = (centre[0] + dx * SWIPE / 2, centre[1] + dy * SWIPE / 2)
+        pts = line(start, end, SWIPE_FRAMES)
+        results = run(path(fist, pts) + [[]] * 20, mirrored=mirrored)
+        assert gestures(results) == [want], (dx, dy, mirrored)
+
+
+def test_a_swipe_fires_as_the_distance_is_reached_and_the_hand_need_not_stop(poses):
+    results = run(path(poses["fist"], line((300, 360), (1000, 360), 28)))
+    fired = [i for i, r in enumerate(results) if r.events]
+    # 2.5 hand sizes = 150 px at 25 px a frame: the 6th frame of motion (index 6, from 300).
+    assert gestures(results) == ["swipe_left"] and fired == [6]
+
+
+def test_a_slow_drift_or_a_short_move_is_no_swipe(poses):
+    fist = poses["fist"]
+    # 5 hand sizes in 3 s (too slow), and 2 hand sizes quickly (too short).
+    slow = run(path(fist, line((300, 360), (600, 360), 90)))
+    short = run(path(fist, still(300, 360, 15) + line((300, 360), (420, 360), 6) + still(420, 360, 20)))
+    assert "swipe_left" not in gestures(slow) + gestures(short)
+
+
+def test_a_diagonal_move_is_no_swipe(poses):
+    results = run(path(poses["fist"], line((300, 200), (600, 500), SWIPE_FRAMES)))
+    assert not [g for g in gestures(results) if g.startswith("swipe")]
+
+
+def test_the_return_stroke_after_a_swipe_is_not_the_opposite_swipe(poses):
+    fist = poses["fist"]
+    a, b = (400, 360), (700, 360)
+    pts = line(a, b, SWIPE_FRAMES) + still(*b, 6) + line(b, a, SWIPE_FRAMES) + still(*a, 10)
+    assert [g for g in gestures(run(path(fist, pts))) if g.startswith("swipe")] == ["swipe_left"]
+
+
+def test_two_swipes_the_same_way_both_fire(poses):
+    fist = poses["fist"]
+    a, b = (400, 360), (700, 360)
+    # Swipe, bring the hand back slowly (1.5 s), rest, swipe again: past the 1.5 s cooldown.
+    pts = line(a, b, SWIPE_FRAMES) + line(b, a, 45) + still(*a, 15) + line(a, b, SWIPE_FRAMES)
+    assert [g for g in gestures(run(path(fist, pts))) if g.startswith("swipe")] == ["swipe_left"] * 2
+
+
+def wave_points(amplitude_px: float, strokes_per_s: float, seconds: float, centre=(640, 360)):
+    n = int(seconds * FPS)
+    return [(centre[0] + amplitude_px * math.sin(math.pi * strokes_per_s * i / FPS), centre[1])
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("amplitude", [0.6, 1.5])  # hand sizes: from the wrist, and a big one
+def test_a_wave_of_an_open_hand_is_one_wave_and_no_swipes(poses, amplitude):
+    results = run(path(poses["open_palm"], wave_points(amplitude * PALM_PX, 4, 2.0)) + [[]] * 10)
+    assert gestures(results) == ["wave"]
+
+
+def test_a_fist_moved_side_to_side_is_no_wave(poses):
+    results = run(path(poses["fist"], wave_points(1.0 * PALM_PX, 4, 2.0)))
+    assert "wave" not in gestures(results)
+
+
+def test_a_held_pose_fires_only_while_the_hand_is_still(poses):
+    palm = poses["open_palm"]
+    # An open hand swept across: a swipe, not an open_palm.
+    swept = run(path(palm, line((300, 360), (900, 360), 20)) + [[]] * 10)
+    assert gestures(swept) == ["swipe_left"]
+    # The same hand held still for half a second first: open_palm, then the swipe.
+    held = run(path(palm, still(300, 360, 15) + line((300, 360), (900, 360), 20)))
+    assert gestures(held) == ["open_palm", "swipe_left"]
+
+
+def test_a_swipe_through_a_few_lost_frames_is_still_a_swipe(poses):
+    fist = poses["fist"]
+    pts = line((300, 360), (800, 360), 10)
+    # The blurred middle of the swipe is not found (4 frames), as on real recordings.
+    script = path(fist, still(300, 360, 10)) + path(fist, pts[:3]) + [[]] * 4 + path(fist, pts[7:])
+    script += path(fist, still(800, 360, 10))
+    assert [g for g in gestures(run(script)) if g.startswith("swipe")] == ["swipe_left"]
+
+
+def test_a_hand_leaving_and_another_appearing_far_away_is_no_swipe(poses):
+    fist = poses["fist"]
+    # One person's hand leaves; 0.2 s later another person's, much bigger, appears far away.
+    script = path(fist, still(200, 360, 20)) + [[]] * 6
+    script += [[placed(fist, 1000, 360, "left", palm_px=2 * PALM_PX)] for _ in range(20)]
+    assert not [g for g in gestures(run(script)) if g.startswith("swipe")]
+
+
+def test_the_same_track_gives_the_same_event_frames_whatever_the_clock_offset(poses):
+    fist, palm = poses["fist"], poses["open_palm"]
+    script = (path(fist, still(400, 360, 20) + line((400, 360), (700, 360), SWIPE_FRAMES))
+              + path(palm, still(700, 360, 20) + wave_points(PALM_PX, 4, 2.0, (700, 360))))
+    frames = []
+    for t0 in (0.0, 12345.678901, 98765.4321):  # a monotonic clock's start differs every run
+        results = run(script, t0=t0)
+        frames.append([(i, e.gesture) for i, r in enumerate(results) for e in r.events])
+    assert frames[0] == frames[1] == frames[2]
+    assert [g for _, g in frames[0]] == ["fist", "swipe_left", "open_palm", "wave"]
