@@ -25,7 +25,8 @@ or stops for `motion.swipe_max_s` (then the next movement starts afresh).
 Directions are the person's own, like `hand`: an unmirrored camera sees a hand moving to the
 person's left go to the picture's right (`hands.mirrored` says which it is). A fast hand is often
 lost for a few blurred frames; a track that reappears as a new one within `max_gap_s`, the only
-one of that size, continues the path (the hand tracks keep their own ids).
+one of that size, where the lost hand was heading, continues the path (the hand tracks keep their
+own ids).
 
 Times are the frames' own (the source's clock), compared with a tolerance far below a frame, so
 a file gives the same events at the same frames on every run.
@@ -33,6 +34,7 @@ a file gives the same events at the same frames on every run.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -54,6 +56,7 @@ SWING_RETURN_S = 0.35
 #: How much path a track keeps: the longest rule's window.
 _KEEP_S = 3.0
 _SIZE_SPAN_S = 1.0
+_COS_45 = math.cos(math.radians(45))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,13 +139,22 @@ class MotionTracker:
 
     def _continued(self, hand: Hand, t: float, seen: set[int]) -> _Path:
         """A new track's path: the path of a track lost moments ago when it is the only one of
-        this hand's size (a fast hand missed for a few blurred frames), else a fresh one."""
-        _, size = palm(hand)
+        this hand's size and the hand was moving, when lost, towards where this one is (a fast
+        hand missed for a few blurred frames), else a fresh one. A hand lowered out of view and
+        another raised elsewhere is not one path."""
+        centre, size = palm(hand)
         lost = [k for k, p in self._paths.items() if k not in seen and p.size > 0
                 and max(p.size, size) / min(p.size, size) <= 1.8]
-        if len(lost) == 1:
-            return self._paths.pop(lost[0])
-        return _Path()
+        if len(lost) != 1:
+            return _Path()
+        path = self._paths[lost[0]]
+        span = [s for s in path.samples if s.t >= path.last_seen - SPEED_SPAN_S - EPS]
+        heading = np.array([span[-1].x - span[0].x, span[-1].y - span[0].y])
+        jump = np.array([centre[0] - span[-1].x, centre[1] - span[-1].y])
+        towards = heading @ jump >= _COS_45 * np.linalg.norm(heading) * np.linalg.norm(jump)
+        if self._speed(path, path.last_seen) <= self.cfg.still_max_speed or not towards:
+            return _Path()
+        return self._paths.pop(lost[0])
 
     def _follow(self, path: _Path, axis: int, t: float) -> None:
         cfg, s, st = self.cfg, path.samples[-1], path.axes[axis]

@@ -13,6 +13,7 @@ import cv2
 import pytest
 
 from edge_gesture.config import HandsConfig
+from edge_gesture.gestures import classify_landmarks
 from edge_gesture.hands import Hand, HandTracker
 from tests.robustness import PERTURBATIONS
 
@@ -50,3 +51,20 @@ def photo_hands(gesture_data: Path):
     cache = PhotoHands(gesture_data)
     yield cache
     cache.close()
+
+
+@pytest.fixture(scope="session")
+def poses(photo_hands) -> dict[str, Hand]:
+    """One photo's hand per gesture, one the classifier reads as that gesture."""
+    out = {}
+    for gesture in ("thumbs_down", "fist", "victory", "open_palm"):
+        for path in photo_hands.photos(gesture):
+            hands = photo_hands.hands(path)
+            if hands:
+                h = hands[0]
+                guess = classify_landmarks(h.landmarks, h.handedness, aspect=h.aspect)
+                if guess.label == gesture and guess.confidence >= 0.8:
+                    out[gesture] = h
+                    break
+        assert gesture in out, f"no {gesture} photo the classifier reads right"
+    return out

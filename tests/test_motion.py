@@ -12,7 +12,7 @@ import pytest
 from edge_gesture.capture import Frame
 from edge_gesture.config import parse_config
 from edge_gesture.daemon import FramePipeline
-from tests.test_tracks import FPS, PALM_PX, SIZE, ScriptedFinder, placed, poses  # noqa: F401
+from tests.test_tracks import FPS, PALM_PX, SIZE, ScriptedFinder, placed
 
 
 def run(script, *, mirrored: bool = False, t0: float = 0.0, **motion):
@@ -145,6 +145,14 @@ def test_a_hand_leaving_and_another_appearing_far_away_is_no_swipe(poses):
     script = path(fist, still(200, 360, 20)) + [[]] * 6
     script += [[placed(fist, 1000, 360, "left", palm_px=2 * PALM_PX)] for _ in range(20)]
     assert not [g for g in gestures(run(script)) if g.startswith("swipe")]
+
+
+def test_a_hand_lowered_out_of_view_and_another_raised_beside_it_is_no_swipe(poses):
+    fist = poses["fist"]
+    # A right hand drops out of view; 0.2 s later the left hand, same size, rises 4 sizes away.
+    script = path(fist, still(500, 360, 15) + line((500, 360), (500, 700), 5)) + [[]] * 6
+    script += path(fist, line((740, 700), (740, 400), 5) + still(740, 400, 15), label="left")
+    assert not [g for g in gestures(run(script)) if g.startswith("swipe_left") or g.startswith("swipe_r")]
 
 
 def test_the_same_track_gives_the_same_event_frames_whatever_the_clock_offset(poses):

@@ -9,12 +9,10 @@ FramePipeline (track ids, classifier, debouncer).
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from edge_gesture.capture import Frame
 from edge_gesture.config import parse_config
 from edge_gesture.daemon import FramePipeline
-from edge_gesture.gestures import classify_landmarks
 from edge_gesture.hands import Hand
 from edge_gesture.hands.tracks import MAX_JUMP, HandTracks, palm
 
@@ -22,23 +20,6 @@ FPS = 30.0
 SIZE = (1280, 720)
 PALM_PX = 60.0  # a hand about 1.5 m from a 720p webcam
 OTHER = {"left": "right", "right": "left"}
-
-
-@pytest.fixture(scope="module")
-def poses(photo_hands) -> dict[str, Hand]:
-    """One photo's hand per gesture, one the classifier reads as that gesture."""
-    out = {}
-    for gesture in ("thumbs_down", "fist", "victory", "open_palm"):
-        for path in photo_hands.photos(gesture):
-            hands = photo_hands.hands(path)
-            if hands:
-                h = hands[0]
-                guess = classify_landmarks(h.landmarks, h.handedness, aspect=h.aspect)
-                if guess.label == gesture and guess.confidence >= 0.8:
-                    out[gesture] = h
-                    break
-        assert gesture in out, f"no {gesture} photo the classifier reads right"
-    return out
 
 
 def placed(pose: Hand, x: float, y: float, label: str, score: float = 0.95,
