@@ -9,6 +9,9 @@ hands fire), or `none` when no event fires: exactly what a subscriber would see 
 held in front of the camera. So a `none` image passes only when nothing is published for it.
 
 Precision of a class nothing was predicted as is reported as 0 (nothing to be right about).
+
+A video file, or a folder with video files at its top level, is judged event by event against a
+labels file beside each clip instead: see edge_gesture/eval_video.py.
 """
 
 from __future__ import annotations
@@ -244,8 +247,12 @@ def _config(path: str | None) -> Config:
 
 
 def main(args) -> int:
-    """Entry of `edge-gesture eval DIR [--json] [--config PATH]`."""
+    """Entry of `edge-gesture eval PATH [--json] [--config PATH]`: labelled photos, or clips."""
+    from edge_gesture import eval_video
+
     cfg = _config(getattr(args, "config", None))
+    if eval_video.is_video_input(Path(args.dir)):
+        return eval_video.main(args, cfg)
     try:
         report = evaluate(Path(args.dir), cfg)
     except EvalError as e:
