@@ -192,8 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_devices)
 
-    e = sub.add_parser("eval", help="accuracy on a folder of labelled photos (<label>/<image>)")
-    e.add_argument("dir", help="folder with one sub-folder per label; 'none' means no hand")
+    e = sub.add_parser("eval", help="accuracy on a folder of labelled photos (<label>/<image>), or "
+                       "gesture events on labelled video clips (<clip>.labels.csv or .json beside each)")
+    e.add_argument("dir", metavar="PATH", help="folder with one sub-folder per label ('none' means no "
+                   "hand), or a video file or a folder of them, each with its labels file")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--config", "-c", default=argparse.SUPPRESS)
     e.set_defaults(func=cmd_eval)
