@@ -282,6 +282,11 @@ class MotionConfig(Section):
         description="A held pose counts only while the hand moves slower than this many hand "
         "sizes a second (a swipe with an open hand is a swipe, not an open_palm).",
     )
+    settle_s: Annotated[float, Field(ge=0, le=10)] = Field(
+        0.5,
+        description="After a swipe or wave, a pose counts only once the hand has been still this "
+        "long (a hand resting where a swipe ended is not showing a pose).",
+    )
     max_gap_s: Annotated[float, Field(ge=0, le=5)] = Field(
         0.6,
         description="A fast hand is often missed for a few blurred frames: a new hand of the same "

@@ -230,7 +230,7 @@ class Daemon:
         t0 = time.perf_counter()
         for ev in result.events:
             log.info("gesture", gesture=ev.gesture, hand=ev.hand, confidence=ev.confidence,
-                     source=ev.source)
+                     source=ev.source, frame=frame.index)
             self.publisher.publish_event(ev)
         if result.state_changed:
             self.publisher.publish_state(self.pipeline.decider.state())

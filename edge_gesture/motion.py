@@ -21,6 +21,8 @@ or stops for `motion.swipe_max_s` (then the next movement starts afresh).
   two swipes.
 - **Still**: a held pose counts only while the hand moves slower than `still_max_speed` sizes a
   second (measured over the last `SPEED_SPAN_S`): a swipe with an open hand is not an open_palm.
+  After a swipe or a wave the hand must first be still for `settle_s` (the hand resting where a
+  swipe ended is not showing a pose).
 
 Directions are the person's own, like `hand`: an unmirrored camera sees a hand moving to the
 person's left go to the picture's right (`hands.mirrored` says which it is). A fast hand is often
@@ -57,6 +59,9 @@ SWING_RETURN_S = 0.35
 _KEEP_S = 3.0
 _SIZE_SPAN_S = 1.0
 _COS_45 = math.cos(math.radians(45))
+#: Hand sizes a hand has moved over its last SPEED_SPAN_S when it is setting off (landmark jitter
+#: is a few hundredths of that).
+_SETTING_OFF = 0.15
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,8 @@ class _Path:
     axes: tuple = field(default_factory=lambda: (_Stroke(), _Stroke()))
     swiped: dict = field(default_factory=dict)  # axis -> the stroke number a swipe fired on
     waved_stroke: int = -1  # the x stroke number a wave last fired on
+    settling: bool = False  # a motion gesture fired; poses wait until the hand has been still
+    still_since: float | None = None
     last_seen: float = 0.0
     size: float = 0.0
 
@@ -133,8 +140,19 @@ class MotionTracker:
             for axis in (0, 1):
                 self._follow(path, axis, t)
             if self._speed(path, t) > cfg.still_max_speed:
+                path.still_since = None
                 moving.add(hand.track_id)
-            events += [MotionEvent(hand.track_id, g, c) for g, c in self._decide(path, t)]
+            elif path.still_since is None:
+                path.still_since = t
+            found = [MotionEvent(hand.track_id, g, c) for g, c in self._decide(path, t)]
+            if found:
+                path.settling, path.still_since = True, None
+            if path.settling:
+                if path.still_since is not None and t - path.still_since >= cfg.settle_s - EPS:
+                    path.settling = False
+                else:
+                    moving.add(hand.track_id)
+            events += found
         return events, moving
 
     def _continued(self, hand: Hand, t: float, seen: set[int]) -> _Path:
@@ -151,8 +169,11 @@ class MotionTracker:
         span = [s for s in path.samples if s.t >= path.last_seen - SPEED_SPAN_S - EPS]
         heading = np.array([span[-1].x - span[0].x, span[-1].y - span[0].y])
         jump = np.array([centre[0] - span[-1].x, centre[1] - span[-1].y])
+        # Moving at all (a fast hand is often lost as it speeds up, before it looks fast), and
+        # towards the new hand.
+        moved = float(np.linalg.norm(heading)) >= _SETTING_OFF * path.size
         towards = heading @ jump >= _COS_45 * np.linalg.norm(heading) * np.linalg.norm(jump)
-        if self._speed(path, path.last_seen) <= self.cfg.still_max_speed or not towards:
+        if not (moved and towards):
             return _Path()
         return self._paths.pop(lost[0])
 

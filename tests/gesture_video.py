@@ -12,6 +12,11 @@ of the frame's width and pasted into a room picture, with the empty room between
     python -m tests.gesture_video /tmp/room.mp4 --size 1280x720 --hand-share 0.055 \
         --background ../shared/backgrounds --hold 1.5 --gap 1 --labels fist,ok@0.037 --drift 2
 
+Swipes and waves at 2 m (tests/motion_paths.py), with the labels `edge-gesture eval` reads:
+
+    python -m tests.gesture_video /tmp/motion.mp4 --hand-share 0.055 --hold 1.5 --gap 1 \
+        --labels swipe_left,swipe_up+victory,wave,fist --back --eval-labels
+
 A hand that appears at 3 m after 4 s of empty room (how soon is it found?):
 
     python -m tests.gesture_video /tmp/appear.mp4 --size 1280x720 --hand-share 0.037 \
@@ -85,7 +90,13 @@ def hand_share(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tests.room_video import DEFAULT_BACKGROUNDS, room_sequence, write_room_video, write_timeline
+    from tests.room_video import (
+        DEFAULT_BACKGROUNDS,
+        room_sequence,
+        write_labels,
+        write_room_video,
+        write_timeline,
+    )
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
@@ -109,10 +120,14 @@ def main(argv: list[str] | None = None) -> None:
     room.add_argument("--seed", type=int, default=7, help="picks the room, hand places and drift")
     room.add_argument("--timeline", type=Path, default=None,
                       help="write each pose's frames, photo, share and hand square here (JSON)")
+    room.add_argument("--back", action="store_true", help="swipes come back after (the return stroke)")
+    room.add_argument("--eval-labels", action="store_true",
+                      help="write OUT.labels.csv beside the clip (start,end,label) for edge-gesture eval")
     a = ap.parse_args(argv)
     labels = a.labels.split(",") * a.repeat
     if a.hand_share is None:
-        for flag, given in (("--drift", a.drift), ("--empty-room", a.empty_room), ("--timeline", a.timeline)):
+        for flag, given in (("--drift", a.drift), ("--empty-room", a.empty_room), ("--timeline", a.timeline),
+                            ("--back", a.back), ("--eval-labels", a.eval_labels)):
             if given:
                 ap.error(f"{flag} needs --hand-share (a room-distance clip)")
         segs = gesture_sequence(a.data, labels, a.hold, a.gap)
@@ -120,13 +135,15 @@ def main(argv: list[str] | None = None) -> None:
     else:
         size = a.size or (1280, 720)
         try:
-            poses = room_sequence(a.data, labels, a.hold, a.gap, a.empty_room)
+            poses = room_sequence(a.data, labels, a.hold, a.gap, a.empty_room, back=a.back)
             timeline = write_room_video(a.out, poses, share=a.hand_share, background=a.background,
                                         size=size, fps=a.fps, drift_px=a.drift, seed=a.seed)
         except ValueError as e:
             ap.error(str(e))
         if a.timeline:
             write_timeline(a.timeline, timeline, a.fps, size)
+        if a.eval_labels:
+            write_labels(a.out.with_name(a.out.name + ".labels.csv"), timeline)
     print(a.out)
 
 

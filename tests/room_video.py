@@ -8,6 +8,11 @@ to the frame and blurred a little, as make_range does). Between poses the clip s
 room. The hand may drift a few pixels a frame, so the daemon has to follow it rather than see one
 still picture.
 
+Motion poses move the hand along a swipe or a wave (tests/motion_paths.py): realistic speeds, an
+ease-in-out speed profile, motion blur (each frame averages sub-frame positions over half the
+frame time, as a camera's exposure does) and a change of scale (the hand coming nearer or going
+away a little as the arm swings).
+
 The command line is `tests/gesture_video.py` with `--hand-share`; the functions here are for tests.
 """
 
@@ -23,11 +28,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tests.motion_paths import motion_path, moving_frame
+
 ROOM_SIZE = (1280, 720)
 DEFAULT_BACKGROUNDS = Path(__file__).resolve().parent.parent.parent / "shared" / "backgrounds"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Where a hand's centre may be placed, as shares of the frame (make_range.py's ranges).
 X_RANGE, Y_RANGE = (0.15, 0.85), (0.2, 0.8)
+MOTIONS = ("swipe_left", "swipe_right", "swipe_up", "swipe_down", "wave")
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,10 @@ class Pose:
     share: float | None = None  # hand box / frame width; None: the clip's default
     # Where the hand's centre starts, as shares of the frame's width and height; None: random.
     at: tuple[float, float] | None = None
+    # "swipe_left/right/up/down" or "wave" (the person's own directions, unmirrored camera): the
+    # hand moves along that path (tests/motion_paths.py); None: held.
+    motion: str | None = None
+    back: bool = False  # after a swipe the hand comes back (the return stroke)
 
 
 class NoHandInPhoto(ValueError):
@@ -67,6 +79,21 @@ def hand_box(photo: Path) -> tuple[float, float, float]:
     ys = [p.y * h for p in found.multi_hand_landmarks[0].landmark]
     side = max(max(xs) - min(xs), max(ys) - min(ys))
     return (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, side
+
+
+@cache
+def palm_share(photo: Path) -> float:
+    """The palm's longest side (the daemon's hand size, hands/tracks.py) over the hand box's side:
+    about 0.45 for an open hand, more for a fist. Motion paths are measured in palms, which are
+    the same physical size (about 9 cm) whatever the hand shows."""
+    image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+    found = _mediapipe_hands().process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    if not found.multi_hand_landmarks:
+        raise NoHandInPhoto(f"{photo}: MediaPipe finds no hand in the original photo")
+    h, w = image.shape[:2]
+    pts = np.array([(p.x * w, p.y * h) for p in found.multi_hand_landmarks[0].landmark])
+    palm = max(float(np.linalg.norm(pts[a] - pts[b])) for a, b in ((0, 5), (0, 9), (0, 17), (5, 17)))
+    return palm / hand_box(photo)[2]
 
 
 def has_hand(photo: Path) -> bool:
@@ -184,6 +211,15 @@ def write_room_video(path: Path, poses: list[Pose], *, share: float = 0.055,
             else:
                 entry["share"] = pose.share or share
                 picture, cx, cy = scaled_photo(pose.photo, entry["share"], width)
+            if pose.motion is not None:
+                entry["label"] = pose.motion
+                palm_px = (pose.share or share) * width * palm_share(pose.photo)
+                motion = motion_path(pose.motion, palm_px, size, frames / fps, rng, back=pose.back)
+                entry["hand_square"] = None
+                for n in range(frames):
+                    writer.write(moving_frame(scene, picture, cx, cy, motion, n / fps, 1 / fps))
+                frame_no += frames
+                continue
             fx, fy = pose.at if pose.at else (rng.uniform(*X_RANGE), rng.uniform(*Y_RANGE))
             angle = rng.uniform(0, 2 * math.pi)
             vx, vy = drift_px * math.cos(angle), drift_px * math.sin(angle)
@@ -202,16 +238,22 @@ def write_room_video(path: Path, poses: list[Pose], *, share: float = 0.055,
 
 
 def room_sequence(gesture_data: Path, labels: list[str], hold: float, gap: float,
-                  empty_room: float | None = None) -> list[Pose]:
+                  empty_room: float | None = None, back: bool = False) -> list[Pose]:
     """Poses for `labels`, each `hold` seconds with `gap` seconds of empty room between; the clip
     starts with `empty_room` seconds of empty room (default: `gap`).
 
     A label is `name`, `name/photo.jpg` or either with `@share` (`ok@0.037`: that pose's hand at
     3 m). Plain `name` takes the first photo in name order in which MediaPipe finds a hand (the
-    others cannot be scaled to a distance); `none` takes its first photo."""
+    others cannot be scaled to a distance); `none` takes its first photo. A motion gesture
+    (`swipe_left`, ..., `wave`) moves a hand photo along its path: an open palm, or the pose after
+    a `+` (`swipe_up+victory`); `back`: swipes come back after (the return stroke)."""
     poses = [Pose(None, gap if empty_room is None else empty_room)]
     for spec in labels:
         name, _, share = spec.partition("@")
+        motion = None
+        if name.split("+")[0] in MOTIONS:
+            motion, _, name = name.partition("+")
+            name = name or "open_palm"
         label, _, filename = name.partition("/")
         folder = Path(gesture_data) / label
         if not folder.is_dir():
@@ -225,7 +267,8 @@ def room_sequence(gesture_data: Path, labels: list[str], hold: float, gap: float
             photo = next((p for p in photos if label == "none" or has_hand(p)), None)
             if photo is None:
                 raise ValueError(f"--labels {spec}: no photo in {folder} with a hand MediaPipe finds")
-        poses.append(Pose(photo, hold, float(share) if share else None))
+        poses.append(Pose(photo, hold, float(share) if share else None, motion=motion,
+                          back=back and motion is not None and motion != "wave"))
         if gap > 0:
             poses.append(Pose(None, gap))
     return [p for p in poses if p.seconds > 0]
@@ -233,3 +276,10 @@ def room_sequence(gesture_data: Path, labels: list[str], hold: float, gap: float
 
 def write_timeline(path: Path, timeline: list[dict], fps: float, size: tuple[int, int]) -> None:
     Path(path).write_text(json.dumps({"fps": fps, "size": list(size), "poses": timeline}, indent=1))
+
+
+def write_labels(path: Path, timeline: list[dict]) -> None:
+    """The clip's labels for `edge-gesture eval`: start,end,label per pose (seconds), `none`
+    for the empty room."""
+    rows = ["start,end,label"] + [f"{e['start_s']},{e['end_s']},{e['label'] or 'none'}" for e in timeline]
+    Path(path).write_text("\n".join(rows) + "\n")

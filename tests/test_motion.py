@@ -130,6 +130,15 @@ def test_a_held_pose_fires_only_while_the_hand_is_still(poses):
     assert gestures(held) == ["open_palm", "swipe_left"]
 
 
+def test_a_hand_resting_where_a_swipe_ended_shows_no_pose_until_it_has_settled(poses):
+    palm = poses["open_palm"]
+    swipe = line((300, 360), (700, 360), SWIPE_FRAMES)
+    # Rests 0.4 s at the end, then drops out of view: the swipe only.
+    assert gestures(run(path(palm, swipe + still(700, 360, 12)) + [[]] * 10)) == ["swipe_left"]
+    # Holds the open hand up for 1.5 s: once settled (0.5 s still) and held, open_palm too.
+    assert gestures(run(path(palm, swipe + still(700, 360, 45)))) == ["swipe_left", "open_palm"]
+
+
 def test_a_swipe_through_a_few_lost_frames_is_still_a_swipe(poses):
     fist = poses["fist"]
     pts = line((300, 360), (800, 360), 10)
@@ -158,7 +167,7 @@ def test_a_hand_lowered_out_of_view_and_another_raised_beside_it_is_no_swipe(pos
 def test_the_same_track_gives_the_same_event_frames_whatever_the_clock_offset(poses):
     fist, palm = poses["fist"], poses["open_palm"]
     script = (path(fist, still(400, 360, 20) + line((400, 360), (700, 360), SWIPE_FRAMES))
-              + path(palm, still(700, 360, 20) + wave_points(PALM_PX, 4, 2.0, (700, 360))))
+              + path(palm, still(700, 360, 45) + wave_points(PALM_PX, 4, 2.0, (700, 360))))
     frames = []
     for t0 in (0.0, 12345.678901, 98765.4321):  # a monotonic clock's start differs every run
         results = run(script, t0=t0)
