@@ -9,9 +9,9 @@ hand within `cooldown_s`. Events and the state name the hand as the person's lef
 
 Time comes from the frames, not the wall clock, so a recorded video gives the same events however
 fast it is processed; times are compared with a slack of EPS (far below a frame), since a file's
-clock is a float sum that rounds differently from run to run. A gesture never becomes active on a
-frame where its hand is not seen. Motion gestures (swipes, waves: edge_gesture/motion.py) are
-decided elsewhere and come here for the same cooldown and event (`motion_event`).
+clock is a float sum that rounds differently from run to run. A gesture becomes active only on a
+frame where its hand is seen showing it. Motion gestures (swipes, waves: edge_gesture/motion.py)
+are decided elsewhere and come here for the same cooldown and event (`motion_event`).
 """
 
 from __future__ import annotations
@@ -152,16 +152,16 @@ class Decider:
         cfg = self.cfg
         changed = False
         events: list[GestureEvent] = []
-        seen = set()
+        seen: dict[int, str | None] = {}  # track -> the label it shows in this frame
         self.cooldowns.forget_expired(t, cfg.cooldown_s)
         for obs in observations:
-            seen.add(obs.track)
             track = self._hands.get(obs.track)
             if track is None:
                 track = self._hands[obs.track] = _HandTrack(first_seen=t)
             if track.active is None:
                 track.hand = obs.hand
             label = obs.label if obs.label in self.enabled else None
+            seen[obs.track] = label
             track.window.append((t, label, obs.confidence if label else 0.0, obs.source))
             track.last_seen = t
         for key, track in list(self._hands.items()):
@@ -175,7 +175,7 @@ class Decider:
                 track.window.append((t, None, 0.0, ""))
             while track.window and track.window[0][0] <= t - cfg.window_s + EPS:
                 track.window.popleft()
-            ev, moved = self._step(key, track, t, wall, seen=key in seen)
+            ev, moved = self._step(key, track, t, wall, showing=seen.get(key))
             changed |= moved
             if ev is not None:
                 events.append(ev)
@@ -195,7 +195,7 @@ class Decider:
         return GestureEvent(gesture=gesture, confidence=confidence, source="landmarks", hand=hand.hand,
                             t=t, wall=wall)
 
-    def _step(self, key: int, track: _HandTrack, t: float, wall: float, seen: bool
+    def _step(self, key: int, track: _HandTrack, t: float, wall: float, showing: str | None
               ) -> tuple[GestureEvent | None, bool]:
         cfg = self.cfg
         n = len(track.window)
@@ -223,7 +223,9 @@ class Decider:
             return None, changed
         if track.candidate != best:
             track.candidate, track.candidate_since = best, t
-        if t - track.candidate_since < cfg.min_hold_s - EPS or not seen:
+        if t - track.candidate_since < cfg.min_hold_s - EPS or showing != best:
+            # Only on a frame whose hand shows it: not on one where the hand is missed, moving
+            # or showing something else for a frame (the window still holds the earlier ones).
             return None, changed
 
         track.active, track.active_since, track.candidate = best, t, None

@@ -17,6 +17,7 @@ Stills (`static_images=True`, photos) search the whole plan at once and do not f
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
@@ -40,6 +41,17 @@ SAME_HAND_OVERLAP = 0.5
 # a hand that really enters from the edge is found a few frames later, once it is in view. A
 # followed hand may leave the picture gradually.
 MIN_NEW_HAND_INSIDE = 0.8
+# Frames after a followed hand is lost during which the search runs at its full budget, sweeping
+# rather than waiting for motion: a hand is most often lost mid-swipe, blurred, and is found
+# again a few frames on; the motion map misses it when it moves over something of its own
+# colour, or when a camera repeats frames.
+RECOVER_FRAMES = 15
+# ...and a hand found then near where one was lost (within RECOVER_REACH of the lost hand's
+# region sides) needs only this presence, not `min_new_hand_presence`: blurred, it scores
+# 0.8-0.9, and a hand where a hand just was is that hand far more often than a face or a fist's
+# knuckles (what the stricter threshold keeps out).
+RECOVER_PRESENCE = 0.8
+RECOVER_REACH = 2.0
 
 
 def _share_inside(points: np.ndarray, width: int, height: int) -> float:
@@ -85,6 +97,8 @@ class OpenVinoHandFinder:
         self._plan: SearchPlan | None = None
         self._followed: list[Region] = []
         self._frame_no = 0
+        self._recover_until = 0
+        self._lost: list[Region] = []  # where hands were lost, while recovering
         #: The squares searched in the last frame, for the live view and tests.
         self.last_search: list[Region] = []
 
@@ -106,19 +120,27 @@ class OpenVinoHandFinder:
             r for r in read_hands(self._landmarks, frame, self._followed)
             if r.presence >= cfg.min_tracking_confidence]
         readings = self._distinct(readings)
+        if len(readings) < len(self._followed):
+            self._recover_until = self._frame_no + RECOVER_FRAMES
+            kept = [r.region for r in readings]
+            self._lost = [g for g in self._followed if g not in kept]
 
         self.last_search = []
         if not self.static_images:
             self._plan.look(frame)
-        following = bool(readings) and self._plan.first_pass_done
+        recovering = self._frame_no <= self._recover_until
+        following = bool(readings) and self._plan.first_pass_done and not recovering
         if len(readings) < cfg.max_num_hands and self._search_due(following):
             if self.static_images:
                 squares = self._plan.cycle
+            elif recovering:
+                budget = cfg.search_squares_per_frame
+                squares = self._plan.next_squares(budget, sweep=budget)
             else:
                 squares = self._plan.next_squares(
                     cfg.sweep_squares_per_frame if following else cfg.search_squares_per_frame)
             self.last_search = squares
-            readings += self._new_hands(frame, squares, readings)
+            readings += self._new_hands(frame, squares, readings, self._lost if recovering else [])
 
         readings = readings[:cfg.max_num_hands]
         self._followed = [] if self.static_images else [r.next_region() for r in readings]
@@ -140,17 +162,24 @@ class OpenVinoHandFinder:
     def _search_due(self, following: bool) -> bool:
         return not following or self._frame_no % max(1, self.cfg.search_interval_frames) == 0
 
-    def _new_hands(self, frame: np.ndarray, squares: list[Region], known: list[HandReading]
-                   ) -> list[HandReading]:
+    def _new_hands(self, frame: np.ndarray, squares: list[Region], known: list[HandReading],
+                   lost: list[Region] = ()) -> list[HandReading]:
         cfg = self.cfg
         boxes = [_box(r.points) for r in known]
         palms = [p for p in detect_palms(self._palm, frame, squares, cfg.min_detection_confidence)
                  if not any(_inside(p.keypoints[2], b) for b in boxes)]
         palms = palms[:cfg.max_num_hands - len(known)]
-        threshold = max(cfg.min_new_hand_presence, cfg.min_tracking_confidence)
+        strict = max(cfg.min_new_hand_presence, cfg.min_tracking_confidence)
+        near_lost = max(min(RECOVER_PRESENCE, strict), cfg.min_tracking_confidence)
         height, width = frame.shape[:2]
+
+        def threshold(r: HandReading) -> float:
+            close = any(math.hypot(r.region.cx - g.cx, r.region.cy - g.cy) <= RECOVER_REACH * g.size
+                        for g in lost)
+            return near_lost if close else strict
+
         found = [r for r in read_hands(self._landmarks, frame, [p.hand_region() for p in palms])
-                 if r.presence >= threshold and _share_inside(r.points, width, height)
+                 if r.presence >= threshold(r) and _share_inside(r.points, width, height)
                  >= MIN_NEW_HAND_INSIDE]
         return self._distinct(found, known)
 
@@ -169,6 +198,9 @@ class OpenVinoHandFinder:
         """Drop the followed hands (a new scene, e.g. the next photo, which may be another size)."""
         self._followed = []
         self._plan = None
+        self._recover_until = 0
+        self._lost = []
+        self._lost: list[Region] = []  # where hands were lost, while recovering
 
     def close(self) -> None:
         self._palm = self._landmarks = None

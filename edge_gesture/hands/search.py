@@ -138,14 +138,16 @@ class SearchPlan:
         self._moved = np.maximum(self._moved, moved)
         return moved
 
-    def next_squares(self, budget: int | None = None) -> list[Region]:
+    def next_squares(self, budget: int | None = None, sweep: int | None = None) -> list[Region]:
         """The squares to search now, at most `budget` (default: the per-frame budget): the
         scene's unsearched ones; after those, the squares where something moved since they were
-        last searched (most first), keeping room for the sweep's share."""
+        last searched (most first), keeping room for the sweep's share (`sweep`, default
+        the plan's)."""
         budget = self.per_frame if budget is None else max(1, budget)
+        sweep = self.sweep_per_frame if sweep is None else max(1, sweep)
         picks = sorted(self._unsearched)[:budget]
         if len(picks) < budget:
-            sweep = min(self.sweep_per_frame, budget - len(picks))
+            sweep = min(sweep, budget - len(picks))
             order = np.argsort(-self._moved, kind="stable")
             moving = [int(i) for i in order
                       if self._moved[i] >= MotionMap.MIN_SHARE and int(i) not in picks]
