@@ -179,3 +179,40 @@ def test_appearing_hand_clip_is_the_empty_room_until_the_hand_comes(tmp_path, ge
     assert max(change(frames[0], f) for f in frames[1:20]) < 2
     assert change(frames[19], frames[20], (x0, y0, x1, y1)) > 20
     assert change(frames[19], frames[20]) < 2
+
+
+def test_swipes_and_waves_across_a_room_give_the_same_exact_events_every_run(tmp_path, broker, scene,
+                                                                              room_photos):
+    """Motion at 2 m, through the daemon to mosquitto: swipes with an open hand (coming back
+    after), a fist and two fingers, a wave, and a held fist among them; each exactly once, no
+    pose fired by a moving hand, no swipe by a return stroke. The clip is read frame by frame,
+    so three runs give the same events at the same frames."""
+    background, _ = scene
+    (palm, palm_side), (fist, fist_side), (victory, victory_side) = room_photos[:3]
+    motions = [(palm, "swipe_left", True), (palm, "wave", False), (victory, "swipe_up", False),
+               (fist, None, False), (fist, "swipe_right", True)]
+    poses = [Pose(None, GAP_S)]
+    for photo, motion, back in motions:
+        poses += [Pose(photo, HOLD_S, 0.055, (0.5, 0.5) if motion is None else None, motion=motion,
+                       back=back), Pose(None, GAP_S)]
+    video = tmp_path / "motion.mp4"
+    write_room_video(video, poses, background=background, size=SIZE, fps=FPS, seed=11)
+    expected = [("swipe_left", palm_side), ("wave", palm_side), ("swipe_up", victory_side),
+                ("fist", fist_side), ("swipe_right", fist_side)]
+    runs = []
+    for run in range(3):
+        (tmp_path / f"run{run}").mkdir()
+        sub = Recorder(broker.port, "edge_gesture/room/#")
+        proc = subprocess.run(
+            [sys.executable, "-m", "edge_gesture", "run", "--config",
+             str(write_config(tmp_path / f"run{run}", broker.port, video))],
+            capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        sub.wait_for(lambda m: m.topic.endswith("/availability") and m.payload == b"offline", 10,
+                     "offline after the clip ended")
+        sub.close()
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        got = [(e["gesture"], e["hand"]) for e in (m.json() for m in sub.on("/event"))]
+        assert got == expected, proc.stderr[-3000:]
+        runs.append([(x["frame"], x["gesture"]) for x in json_log_lines(proc.stderr)
+                     if x.get("event") == "gesture"])
+    assert runs[0] == runs[1] == runs[2]
