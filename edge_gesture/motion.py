@@ -27,8 +27,8 @@ or stops for `motion.swipe_max_s` (then the next movement starts afresh).
 Directions are the person's own, like `hand`: an unmirrored camera sees a hand moving to the
 person's left go to the picture's right (`hands.mirrored` says which it is). A fast hand is often
 lost for a few blurred frames; a track that reappears as a new one within `max_gap_s`, the only
-one of that size, where the lost hand was heading, continues the path (the hand tracks keep their
-own ids).
+one of that size, where the lost hand was heading if it was moving, continues the path (the hand
+tracks keep their own ids).
 
 Times are the frames' own (the source's clock), compared with a tolerance far below a frame, so
 a file gives the same events at the same frames on every run.
@@ -169,11 +169,13 @@ class MotionTracker:
         span = [s for s in path.samples if s.t >= path.last_seen - SPEED_SPAN_S - EPS]
         heading = np.array([span[-1].x - span[0].x, span[-1].y - span[0].y])
         jump = np.array([centre[0] - span[-1].x, centre[1] - span[-1].y])
-        # Moving at all (a fast hand is often lost as it speeds up, before it looks fast), and
-        # towards the new hand.
+        # A hand that was setting off must have gone towards the new one (one lowered out of view
+        # is not another raised beside it). A hand lost while it looked still is often lost as it
+        # sets off (at 15 frames/s a swipe is gone within two frames of starting), so it may
+        # reappear anywhere.
         moved = float(np.linalg.norm(heading)) >= _SETTING_OFF * path.size
         towards = heading @ jump >= _COS_45 * np.linalg.norm(heading) * np.linalg.norm(jump)
-        if not (moved and towards):
+        if moved and not towards:
             return _Path()
         return self._paths.pop(lost[0])
 
