@@ -161,6 +161,33 @@ def test_with_room_for_another_hand_the_search_runs_every_search_interval_frames
     assert len(searched) == 4 and set(searched) == {cfg.sweep_squares_per_frame}, later
 
 
+def test_a_lost_hand_is_searched_for_at_full_budget_until_a_hand_is_back(open_palm, background):
+    """Followed at (640, 360), the hand vanishes (lost mid-swipe, or a cut) for 4 frames of a still
+    room, then is back elsewhere: while it is gone the search runs its full budget every frame
+    (not only where the picture changed: it did not), and once a hand is back it falls to the
+    sweep at once."""
+    from edge_gesture.hands.finder import RECOVER_FRAMES
+
+    photo, landmarks = open_palm
+    cfg = HandsConfig()
+    here = room.hand_in_frame(photo, landmarks, ROOM_SHARE, background, (640, 360))
+    empty = background
+    there = room.hand_in_frame(photo, landmarks, ROOM_SHARE, background, (900, 360))
+    hands = OpenVinoHands(cfg)
+    try:
+        for _ in range(frames_per_pass(cfg, 1280, 720) + 3):
+            assert len(hands.detect(here)) == 1
+        gone = [(len(hands.detect(empty)), len(hands.search_squares)) for _ in range(4)]
+        back = [(len(hands.detect(there)), len(hands.search_squares)) for _ in range(8)]
+    finally:
+        hands.close()
+    assert 4 < RECOVER_FRAMES
+    assert gone == [(0, cfg.search_squares_per_frame)] * 4
+    assert back[0][0] == 1
+    assert [n for n, _ in back] == [1] * 8
+    assert {squares for _, squares in back[1:]} <= {0, cfg.sweep_squares_per_frame}
+
+
 def finder_warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == FINDER_LOG and r.levelno >= logging.WARNING]
 

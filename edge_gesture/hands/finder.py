@@ -98,6 +98,7 @@ class OpenVinoHandFinder:
         self._followed: list[Region] = []
         self._frame_no = 0
         self._recover_until = 0
+        self._recover_hands = 0  # hands followed before the loss
         self._lost: list[Region] = []  # where hands were lost, while recovering
         #: The squares searched in the last frame, for the live view and tests.
         self.last_search: list[Region] = []
@@ -122,13 +123,16 @@ class OpenVinoHandFinder:
         readings = self._distinct(readings)
         if len(readings) < len(self._followed):
             self._recover_until = self._frame_no + RECOVER_FRAMES
+            self._recover_hands = len(self._followed)
             kept = [r.region for r in readings]
             self._lost = [g for g in self._followed if g not in kept]
 
         self.last_search = []
         if not self.static_images:
             self._plan.look(frame)
-        recovering = self._frame_no <= self._recover_until
+        # Until the hands lost are back (or another took their place): a cut to a new picture
+        # loses the old hand and finds the new one in the same frame, and needs no more.
+        recovering = self._frame_no <= self._recover_until and len(readings) < self._recover_hands
         following = bool(readings) and self._plan.first_pass_done and not recovering
         if len(readings) < cfg.max_num_hands and self._search_due(following):
             if self.static_images:
