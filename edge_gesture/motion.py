@@ -62,6 +62,8 @@ _COS_45 = math.cos(math.radians(45))
 #: Hand sizes a hand has moved over its last SPEED_SPAN_S when it is setting off (landmark jitter
 #: is a few hundredths of that).
 _SETTING_OFF = 0.15
+#: Hand sizes a second no hand moves faster than (about 2.7 m/s).
+_FASTEST_HAND = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +177,10 @@ class MotionTracker:
         # reappear anywhere.
         moved = float(np.linalg.norm(heading)) >= _SETTING_OFF * path.size
         towards = heading @ jump >= _COS_45 * np.linalg.norm(heading) * np.linalg.norm(jump)
-        if moved and not towards:
+        # And it could have got there: a hand moves at most about 3 m/s (30 hand sizes a second);
+        # a hand that is gone and another at once far away (a cut, another person) is two hands.
+        reachable = np.linalg.norm(jump) <= _FASTEST_HAND * path.size * (t - path.last_seen)
+        if (moved and not towards) or not reachable:
             return _Path()
         return self._paths.pop(lost[0])
 

@@ -164,6 +164,14 @@ def test_a_hand_lowered_out_of_view_and_another_raised_beside_it_is_no_swipe(pos
     assert not [g for g in gestures(run(script)) if g.startswith("swipe_left") or g.startswith("swipe_r")]
 
 
+def test_a_hand_gone_and_another_at_once_far_away_is_no_swipe(poses):
+    fist, palm = poses["fist"], poses["open_palm"]
+    # Two people: one's fist goes out of view as the other's open hand, same size, shows 8 hand
+    # sizes away in the next frame: further than a hand can move in a frame.
+    script = path(fist, still(300, 360, 20)) + [[]] + path(palm, still(780, 360, 20))
+    assert not [g for g in gestures(run(script)) if g.startswith("swipe")]
+
+
 def test_the_same_track_gives_the_same_event_frames_whatever_the_clock_offset(poses):
     fist, palm = poses["fist"], poses["open_palm"]
     script = (path(fist, still(400, 360, 20) + line((400, 360), (700, 360), SWIPE_FRAMES))

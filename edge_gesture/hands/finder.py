@@ -45,7 +45,7 @@ MIN_NEW_HAND_INSIDE = 0.8
 # rather than waiting for motion: a hand is most often lost mid-swipe, blurred, and is found
 # again a few frames on; the motion map misses it when it moves over something of its own
 # colour, or when a camera repeats frames.
-RECOVER_FRAMES = 15
+RECOVER_FRAMES = 8
 # ...and a hand found then near where one was lost (within RECOVER_REACH of the lost hand's
 # region sides) needs only this presence, not `min_new_hand_presence`: blurred, it scores
 # 0.8-0.9, and a hand where a hand just was is that hand far more often than a face or a fist's
