@@ -48,7 +48,7 @@ import cv2
 import numpy as np
 
 from edge_gesture.config import Config
-from edge_gesture.evaluate import NONE, EvalError
+from edge_gesture.evaluate import NONE, EvalError, confusion_lines
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".gif"}
 LABEL_SUFFIXES = (".labels.csv", ".labels.json")
@@ -403,11 +403,8 @@ def format_report(rep: dict) -> str:
     cols = sorted({c for row in rep["confusion"].values() for c in row})
     truths = sorted(rep["confusion"])
     cwidth = max(8, *(len(c) for c in cols + truths)) + 1
-    lines += ["", "confusion (rows: labelled stretches, columns: published during them)",
-              " " * cwidth + "".join(f"{c[:cwidth - 1]:>{cwidth}}" for c in cols)]
-    for t in truths:
-        row = rep["confusion"][t]
-        lines.append(f"{t:<{cwidth}}" + "".join(f"{row.get(c, 0) or '.':>{cwidth}}" for c in cols))
+    lines += ["", *confusion_lines(rep["confusion"], truths, cols, cwidth,
+                                   "confusion (rows: labelled stretches, columns: published during them)")]
     lat = rep["latency_ms"]
     lines += [
         "",

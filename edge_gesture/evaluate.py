@@ -205,6 +205,16 @@ def evaluate(folder: Path, cfg: Config) -> dict:
     }
 
 
+def confusion_lines(confusion: dict[str, dict[str, int]], rows: list[str], cols: list[str], width: int,
+                    title: str) -> list[str]:
+    """The confusion table as text: a header of `cols`, then a line per row label."""
+    lines = [title, " " * width + "".join(f"{c[:width - 1]:>{width}}" for c in cols)]
+    for t in rows:
+        row = confusion[t]
+        lines.append(f"{t:<{width}}" + "".join(f"{row.get(c, 0) or '.':>{width}}" for c in cols))
+    return lines
+
+
 def format_report(report: dict) -> str:
     labels = list(report["per_class"])
     preds = sorted({p for row in report["confusion"].values() for p in row} - set(labels))
@@ -213,11 +223,8 @@ def format_report(report: dict) -> str:
     lines = [f"{'label':<{width}} {'support':>7} {'precision':>9} {'recall':>7}"]
     for label, m in report["per_class"].items():
         lines.append(f"{label:<{width}} {m['support']:>7} {m['precision']:>9.1%} {m['recall']:>7.1%}")
-    lines += ["", "confusion (rows: true label, columns: published)",
-              " " * width + "".join(f"{c[:width - 1]:>{width}}" for c in cols)]
-    for t in labels:
-        row = report["confusion"][t]
-        lines.append(f"{t:<{width}}" + "".join(f"{row.get(c, 0) or '.':>{width}}" for c in cols))
+    lines += ["", *confusion_lines(report["confusion"], labels, cols, width,
+                                   "confusion (rows: true label, columns: published)")]
     lat = report["latency_ms"]
     lines += [
         "",
