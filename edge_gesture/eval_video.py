@@ -39,7 +39,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -425,16 +424,3 @@ def format_report(rep: dict) -> str:
         lines.append(f"  false event: {e['clip']} frame {e['frame']} ({e['t']:.2f} s) {e['gesture']}"
                      f" during {e['during'] or 'unlabelled time'}")
     return "\n".join(lines)
-
-
-def main(args, cfg: Config) -> int:
-    """`edge-gesture eval PATH` when PATH is a clip or a folder of clips (evaluate.main decides)."""
-    try:
-        rep = evaluate_videos(Path(args.dir), cfg)
-    except EvalError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for u in rep["unreadable"]:
-        print(f"warning: {u}: not a readable video, skipped", file=sys.stderr)
-    print(json.dumps(rep, indent=2) if args.json else format_report(rep))
-    return 0

@@ -258,14 +258,17 @@ def main(args) -> int:
     from edge_gesture import eval_video
 
     cfg = _config(getattr(args, "config", None))
-    if eval_video.is_video_input(Path(args.dir)):
-        return eval_video.main(args, cfg)
+    path = Path(args.dir)
+    if eval_video.is_video_input(path):
+        run, report_text, kind = eval_video.evaluate_videos, eval_video.format_report, "video"
+    else:
+        run, report_text, kind = evaluate, format_report, "image"
     try:
-        report = evaluate(Path(args.dir), cfg)
+        report = run(path, cfg)
     except EvalError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for u in report["unreadable"]:
-        print(f"warning: {u}: not a readable image, skipped", file=sys.stderr)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+        print(f"warning: {u}: not a readable {kind}, skipped", file=sys.stderr)
+    print(json.dumps(report, indent=2) if args.json else report_text(report))
     return 0
