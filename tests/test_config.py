@@ -28,6 +28,32 @@ def test_shipped_config_is_valid_and_matches_defaults_where_it_should():
     assert cfg.capture.source == "testcard"  # the quick start runs with no camera
 
 
+def test_every_value_in_config_toml_is_the_default_unless_its_comment_says_not():
+    # The file's header promises it; a user copies values from it believing them the defaults.
+    defaults = Config().model_dump()
+    shipped = tomllib.loads((REPO / "config.toml").read_text())
+    section: list[str] = []
+    comment: list[str] = []
+    undeclared = []
+    for line in (REPO / "config.toml").read_text().splitlines():
+        if line.startswith("["):
+            section, comment = line.strip("[]").split("."), []
+        elif line.startswith("#"):
+            comment.append(line)
+        elif "=" in line:
+            key = line.split("=", 1)[0].strip()
+            path = [*section, key]
+            value, default = shipped, defaults
+            for part in path:
+                value, default = value[part], default[part]
+            if value != default and "not the default" not in " ".join(comment).lower():
+                undeclared.append((".".join(path), value, default))
+            comment = []
+        else:
+            comment = []
+    assert not undeclared, f"differ from the default without saying so: {undeclared}"
+
+
 def test_unknown_key_is_named_with_its_dotted_path():
     assert "capture.sorce: unknown key" in error_of({"capture": {"sorce": "0"}})
 
