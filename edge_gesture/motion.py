@@ -228,14 +228,16 @@ class MotionTracker:
 
     def _decide(self, path: _Path, t: float):
         cfg = self.cfg
-        wave = self._wave(path, t)
+        side = self._side_strokes(path, t)
+        wave = self._wave(path, side)
         if wave is not None:
             yield wave
         for axis in (0, 1):
             st = path.axes[axis]
             if st.direction == 0 or path.swiped.get(axis) == st.number:
                 continue
-            if axis == 0 and self._waving(path, t):
+            # Waving (two wave-sized strokes before the current one): not a swipe.
+            if axis == 0 and len(side) >= 3:
                 continue
             if self._turns_back(st, path.swiped.get(axis)):
                 continue
@@ -276,12 +278,8 @@ class MotionTracker:
             run.append(s)
         return run[::-1]
 
-    def _waving(self, path: _Path, t: float) -> bool:
-        return len(self._side_strokes(path, t)) >= 3
-
-    def _wave(self, path: _Path, t: float):
+    def _wave(self, path: _Path, run: list[tuple]):
         cfg = self.cfg
-        run = self._side_strokes(path, t)
         if len(run) < cfg.wave_min_strokes or path.waved_stroke >= run[0][0]:
             return None
         frames = [s.open for s in path.samples if s.t >= run[0][3] - EPS]
