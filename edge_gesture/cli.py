@@ -19,8 +19,29 @@ def _load(args) -> Config:
 
 
 def cmd_check_config(args) -> int:
+    from edge_gesture import preflight
+
+    if args.path and args.config and args.path != args.config:
+        print(f"error: check-config: two config files given ({args.path} and --config "
+              f"{args.config}); give one", file=sys.stderr)
+        return 2
     path = find_config_path(args.path or args.config)
-    cfg = load_config(path)
+    try:
+        cfg, problems, unusable = load_config(path), [], frozenset()
+    except ConfigError as e:
+        if e.partial is None:  # not read, not TOML: nothing more to look at
+            raise
+        # The fields that passed are checked on, so one run lists everything to fix.
+        cfg, problems, unusable = e.partial, e.problems, e.unusable
+    found = preflight.check(cfg, deep=args.deep, unusable=unusable)
+    problems = problems + found.problems
+    for note in found.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if problems:
+        for problem in problems:
+            print("error: " + problem.replace("\n", "\n    "), file=sys.stderr)
+        print(f"{path}: {len(problems)} problem(s)", file=sys.stderr)
+        return 2
     print(f"{path}: ok")
     if args.show:
         # mode="json" renders secrets masked, so the output is safe to paste into a bug report.
@@ -178,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check-config", help="validate a config file and exit")
     c.add_argument("path", nargs="?", help="config file to check")
+    c.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    c.add_argument("--deep", action="store_true",
+                   help="also check the sha256 of every file of the VLM bundle (reads them all)")
     c.add_argument("--show", action="store_true", help="print the effective settings (secrets masked)")
     c.set_defaults(func=cmd_check_config)
 

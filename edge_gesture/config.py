@@ -6,9 +6,11 @@ bad file is reported with the dotted path of the field and the reason, before an
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,6 +20,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -44,8 +47,52 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _TOPIC_FORBIDDEN = ("+", "#")
 
 
+Loc = tuple[str | int, ...]
+
+#: Validation context under which sections skip their checks across fields: parse_config runs
+#: them itself, on the fields that are valid (see there).
+_FIELDS_ONLY = {"fields_only": True}
+
+
+def _loc(dotted: str) -> Loc:
+    return tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
+
+
+def _dotted(loc: Loc) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def checks_across(*reads: str):
+    """Marks a section's method as a check across its fields. It yields (field, reason) for each
+    problem, `field` the dotted path to blame; `reads` are the dotted paths it looks at, so that
+    parse_config can run it whenever those are valid, whatever else is wrong."""
+
+    def mark(fn):
+        fn.reads = tuple(_loc(r) for r in reads)
+        return fn
+
+    return mark
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    def checks_across_fields(self) -> list:
+        return [getattr(self, name) for name, fn in vars(type(self)).items() if hasattr(fn, "reads")]
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _fields_agree(cls, data, handler, info: ValidationInfo):
+        # A section built in code (Config(), VlmConfig(...)) must hold together as a parsed one.
+        section = handler(data)
+        if info.context and info.context.get("fields_only"):
+            return section
+        problems = [(field, why) for check in section.checks_across_fields() for field, why in check()]
+        if problems:
+            raise ValidationError.from_exception_data(cls.__name__, [
+                {"type": "value_error", "loc": _loc(field), "input": data,
+                 "ctx": {"error": ValueError(why)}} for field, why in problems])
+        return section
 
 
 class CaptureConfig(Section):
@@ -93,11 +140,19 @@ class CaptureConfig(Section):
         3.0, description="A live source that delivers no frame for this long counts as lost."
     )
 
-    @model_validator(mode="after")
-    def _backoff_order(self) -> CaptureConfig:
+    @field_validator("source")
+    @classmethod
+    def _source_given(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("empty: give a camera index (0), a /dev/video* device, a video file, "
+                             "a URL or testcard")
+        return v
+
+    @checks_across("reconnect_initial_s", "reconnect_max_s")
+    def _backoff_order(self) -> Iterator[tuple[str, str]]:
         if self.reconnect_max_s < self.reconnect_initial_s:
-            raise ValueError("reconnect_max_s must be at least reconnect_initial_s")
-        return self
+            yield "reconnect_max_s", (f"must be at least reconnect_initial_s "
+                                      f"({self.reconnect_initial_s})")
 
 
 class HandsConfig(Section):
@@ -231,18 +286,15 @@ class GesturesConfig(Section):
         description="Gestures described in words, which only the VLM can recognise.",
     )
 
-    @model_validator(mode="after")
-    def _known(self) -> GesturesConfig:
+    @checks_across("enabled", "custom")
+    def _known(self) -> Iterator[tuple[str, str]]:
         known = set(LANDMARK_GESTURES) | set(MOTION_GESTURES) | {g.name for g in self.custom}
         unknown = [g for g in self.enabled if g not in known]
         if unknown:
-            raise ValueError(
-                f"unknown gesture(s) {unknown}: use one of {sorted(known)} or describe it in "
-                "[[gestures.custom]]"
-            )
+            yield "enabled", (f"unknown gesture(s) {unknown}: use one of {sorted(known)} or "
+                              "describe it in [[gestures.custom]]")
         if len(set(self.enabled)) != len(self.enabled):
-            raise ValueError("a gesture is listed twice in enabled")
-        return self
+            yield "enabled", "a gesture is listed twice"
 
 
 class MotionConfig(Section):
@@ -314,12 +366,11 @@ class DecideConfig(Section):
         0.5, description="A hand unseen for this long is gone: its active gesture ends."
     )
 
-    @model_validator(mode="after")
-    def _hysteresis(self) -> DecideConfig:
+    @checks_across("enter_threshold", "exit_threshold")
+    def _hysteresis(self) -> Iterator[tuple[str, str]]:
         if self.exit_threshold >= self.enter_threshold:
-            raise ValueError(f"exit_threshold ({self.exit_threshold}) must be below "
-                             f"enter_threshold ({self.enter_threshold})")
-        return self
+            yield "exit_threshold", (f"{self.exit_threshold} must be below enter_threshold "
+                                     f"({self.enter_threshold})")
 
 
 def _topic_filter_free(v: str) -> str:
@@ -354,11 +405,11 @@ class MqttTlsConfig(Section):
         "the network could then pose as the broker. Logged as a warning at every start.",
     )
 
-    @model_validator(mode="after")
-    def _pair(self) -> MqttTlsConfig:
+    @checks_across("cert_file", "key_file")
+    def _pair(self) -> Iterator[tuple[str, str]]:
         if bool(self.cert_file) != bool(self.key_file):
-            raise ValueError("cert_file and key_file go together: set both or neither")
-        return self
+            yield ("key_file" if self.cert_file else "cert_file",
+                   "cert_file and key_file go together: set both or neither")
 
 
 class MqttDiscoveryConfig(Section):
@@ -473,19 +524,20 @@ class MqttConfig(Section):
     def _topic_ok(cls, v: str) -> str:
         return _topic_filter_free(v)
 
-    @model_validator(mode="after")
-    def _credentials(self) -> MqttConfig:
+    @checks_across("password", "password_file")
+    def _one_password(self) -> Iterator[tuple[str, str]]:
         if self.password is not None and self.password_file:
-            raise ValueError("set password or password_file, not both")
-        if (self.password is not None or self.password_file) and not self.username:
-            raise ValueError("a password needs a username")
-        return self
+            yield "password_file", "set password or password_file, not both"
 
-    @model_validator(mode="after")
-    def _reconnect_order(self) -> MqttConfig:
+    @checks_across("username", "password", "password_file")
+    def _password_needs_user(self) -> Iterator[tuple[str, str]]:
+        if (self.password is not None or self.password_file) and not self.username:
+            yield "username", "a password needs a username"
+
+    @checks_across("reconnect_min_s", "reconnect_max_s")
+    def _reconnect_order(self) -> Iterator[tuple[str, str]]:
         if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError("reconnect_max_s must be at least reconnect_min_s")
-        return self
+            yield "reconnect_max_s", f"must be at least reconnect_min_s ({self.reconnect_min_s})"
 
 
 class LoggingConfig(Section):
@@ -688,13 +740,15 @@ class VlmConfig(Section):
     def _device_ok(cls, v: str) -> str:
         return _openvino_device(v)
 
-    @model_validator(mode="after")
-    def _bundle_when_enabled(self) -> VlmConfig:
+    @checks_across("enabled", "bundle")
+    def _bundle_when_enabled(self) -> Iterator[tuple[str, str]]:
         if self.enabled and not self.bundle:
-            raise ValueError("bundle: required when enabled is true")
+            yield "bundle", "required when enabled is true"
+
+    @checks_across("backoff_initial_s", "backoff_max_s")
+    def _backoff_order(self) -> Iterator[tuple[str, str]]:
         if self.backoff_max_s < self.backoff_initial_s:
-            raise ValueError("backoff_max_s must be at least backoff_initial_s")
-        return self
+            yield "backoff_max_s", f"must be at least backoff_initial_s ({self.backoff_initial_s})"
 
 
 class Config(Section):
@@ -738,15 +792,12 @@ class Config(Section):
             raise ValueError("may not start or end with white space")
         return v
 
-    @model_validator(mode="after")
-    def _actions_known(self) -> Config:
+    @checks_across("gestures.enabled", "mqtt.actions")
+    def _actions_known(self) -> Iterator[tuple[str, str]]:
         for i, action in enumerate(self.mqtt.actions):
             if action.gesture not in self.gestures.enabled:
-                raise ValueError(
-                    f"mqtt.actions.{i}.gesture: {action.gesture!r} is not in gestures.enabled "
-                    f"{self.gestures.enabled}"
-                )
-        return self
+                yield (f"mqtt.actions.{i}.gesture",
+                       f"{action.gesture!r} is not in gestures.enabled {self.gestures.enabled}")
 
     @property
     def topic_root(self) -> str:
@@ -754,31 +805,110 @@ class Config(Section):
 
 
 class ConfigError(Exception):
-    """A config file that cannot be used; the message names the file, the field and the reason."""
+    """A config file that cannot be used; the message names the file, the field and the reason.
+
+    From parse_config also: `problems`, one "field: reason" each; `partial`, the config with
+    the failed fields at their defaults (None if it could not be built); `unusable`, the dotted
+    paths of those fields, so that checks of the rest (check-config's) can still run."""
+
+    def __init__(self, message: str, *, problems: list[str] | None = None,
+                 partial: Config | None = None, unusable: frozenset[str] = frozenset()):
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
+        self.partial = partial
+        self.unusable = unusable
 
 
-def _format_errors(path: Path | str, err: ValidationError) -> str:
-    lines = [f"{path}: {err.error_count()} problem(s)"]
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        secret = any("password" in str(part) for part in e["loc"])
-        if (e["type"] not in ("extra_forbidden", "missing") and not secret
-                and not isinstance(e.get("input"), dict)):
-            msg += f" (got {e['input']!r})"
-        lines.append(f"  {where}: {msg}")
-    return "\n".join(lines)
+def _describe(e) -> str:
+    """One pydantic error as "field: reason (got value)"."""
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    secret = any("password" in str(part) for part in e["loc"])
+    if (e["type"] not in ("extra_forbidden", "missing") and not secret
+            and not isinstance(e.get("input"), dict)):
+        msg += f" (got {e['input']!r})"
+    return f"{_dotted(e['loc']) or '(top level)'}: {msg}"
+
+
+def _set_aside(data: dict, loc: Loc) -> Loc:
+    """Removes the value at `loc` (a list whole: its items may lack required keys, which no
+    default replaces) so that its default takes its place; returns the path removed."""
+    node, at = data, ()
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            break
+        at += (part,)
+        if at == loc or not isinstance(node[part], dict):
+            del node[part]
+            return at
+        node = node[part]
+    if at:  # a required key missing from a table: the table goes
+        parent = data
+        for part in at[:-1]:
+            parent = parent[part]
+        del parent[at[-1]]
+    return at
+
+
+def _fields_valid_part(data: dict, err: ValidationError) -> tuple[Config | None, set[Loc]]:
+    """The config with every field that failed set aside (at its default), and their paths."""
+    if not isinstance(data, dict):
+        return None, set()
+    data = copy.deepcopy(data)
+    set_aside: set[Loc] = set()
+    for _ in range(8):  # a removed table can uncover another failure below; each round removes more
+        for e in err.errors():
+            set_aside.add(_set_aside(data, e["loc"]))
+        try:
+            return Config.model_validate(data, context=_FIELDS_ONLY), set_aside
+        except ValidationError as again:
+            err = again
+    return None, set_aside
+
+
+def _disagreements(section: Section, unusable: set[Loc], at: Loc = ()) -> Iterator[str]:
+    """The checks across fields of `section` and the sections in it, each run only when no field
+    it reads was set aside."""
+    def touches(read: Loc, bad: Loc) -> bool:
+        n = min(len(read), len(bad))
+        return read[:n] == bad[:n]
+
+    for check in section.checks_across_fields():
+        if not any(touches(at + read, bad) for read in check.reads for bad in unusable):
+            for field, why in check():
+                yield f"{_dotted(at + _loc(field))}: {why}"
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        for i, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            if isinstance(item, Section):
+                yield from _disagreements(item, unusable, at + (name,) + (() if i is None else (i,)))
 
 
 def parse_config(data: dict, origin: Path | str = "<config>") -> Config:
+    """The validated config, or ConfigError listing every problem at once.
+
+    Pydantic runs a model's checks across fields only once all its fields are valid, so an
+    unknown gesture name showed up only after a typo beside it was fixed. Here the fields are
+    validated first; the failed ones are set aside at their defaults, and each check across
+    fields runs on the rest when every field it reads is valid."""
+    problems: list[str] = []
+    unusable: set[Loc] = set()
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data, context=_FIELDS_ONLY)
     except ValidationError as err:
-        raise ConfigError(_format_errors(origin, err)) from None
+        problems = [_describe(e) for e in err.errors()]
+        cfg, unusable = _fields_valid_part(data, err)
+    if cfg is not None:
+        problems += _disagreements(cfg, unusable)
+    if problems:
+        raise ConfigError(
+            "\n".join([f"{origin}: {len(problems)} problem(s)", *(f"  {p}" for p in problems)]),
+            problems=problems, partial=cfg, unusable=frozenset(_dotted(u) for u in unusable),
+        )
+    return cfg
 
 
 def find_config_path(explicit: str | os.PathLike | None = None) -> Path:
