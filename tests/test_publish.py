@@ -140,6 +140,9 @@ def test_restart_republishes_retained_and_logs_once_each_way(tmp_path):
             b.stop()
     names = [e["event"] for e in logs if e["log_level"] in ("warning", "info")]
     assert names.count("mqtt broker lost") == 1
+    # mosquitto stopping just closes the socket: no MQTT reason code, but still a reason.
+    assert [e["reason"] for e in logs if e["event"] == "mqtt broker lost"] == [
+        "connection closed by the broker or the network"]
     assert names.count("mqtt broker back") == 1
     assert "mqtt connect failed" not in names, "a plain outage is reported as lost/back only"
 

@@ -56,6 +56,22 @@ PUMP_BATCH = 16
 #: sharing a client id, pushing each other off): reported once, and the backoff keeps growing.
 STABLE_AFTER_S = 10.0
 
+#: Why a connection ended when nothing more is known: the socket simply closed (a broker that
+#: stops, restarts or drops us without an MQTT 5 DISCONNECT, a cable or Wi-Fi gone).
+CLOSED = "connection closed by the broker or the network"
+
+
+def why_disconnected(from_broker: bool, name: str, cfg: Config) -> str:
+    """The reason for a lost connection, from paho's disconnect reason code's name."""
+    if from_broker:  # an MQTT 5 DISCONNECT: the broker says why
+        return f"the broker disconnected us: {name}"
+    if name == "Keep alive timeout":
+        return (f"the broker stopped answering (no reply to a keep-alive ping; "
+                f"mqtt.keepalive_s = {cfg.mqtt.keepalive_s})")
+    if name == "Protocol error":
+        return "the broker sent something that is not valid MQTT"
+    return CLOSED  # paho's "Unspecified error" for a socket that closed or failed
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -396,8 +412,8 @@ class Publisher:
             self._announce(client)
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
-        if flags.is_disconnect_packet_from_server:
-            self._disconnect_reason = reason.getName()
+        self._disconnect_reason = why_disconnected(flags.is_disconnect_packet_from_server,
+                                                   reason.getName(), self.cfg)
 
     def _on_publish(self, client, userdata, mid, reason, properties) -> None:
         if mid == self._offline_mid:
@@ -443,12 +459,12 @@ class Publisher:
         if not flap:
             self._flapping = False
             log.warning("mqtt broker lost", broker=f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
-                        reason=self._disconnect_reason,
+                        reason=self._disconnect_reason or CLOSED,
                         action="keeps running; events wait up to mqtt.max_age_s")
         elif not self._flapping:
             self._flapping = True
             log.warning("mqtt connection keeps dropping right after connecting",
-                        lasted_s=round(lasted, 1), reason=self._disconnect_reason,
+                        lasted_s=round(lasted, 1), reason=self._disconnect_reason or CLOSED,
                         client_id=client_id(self.cfg),
                         hint="another client uses this client id (two daemons with one "
                              "device_id? set device_id or mqtt.client_id), or see the "
