@@ -4,6 +4,7 @@ signal; however busy the frame loop is and however long the VLM's load would sti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -70,6 +71,34 @@ def wait_until(cond, timeout: float, what: str) -> None:
 
 def availability(sub: Recorder, device_id: str) -> list[bytes]:
     return [m.payload for m in sub.on(f"edge_gesture/{device_id}/availability")]
+
+
+@contextlib.contextmanager
+def running_daemon(cfg: Path, log: Path):
+    """`edge-gesture run --config cfg`, its output in `log`; killed if the test leaves it running."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_gesture", "run", "--config", str(cfg)],
+                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def sigterm_keeps_the_promise(proc: subprocess.Popen, log: Path) -> list[dict]:
+    """SIGTERM: exit 0 within STOP_WITHIN_S, the log saying a signal stopped it. Its log lines."""
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(STOP_WITHIN_S + 5)  # measured below; more only to report, not hang
+    took = time.monotonic() - t0
+    lines = log_lines(log)
+    assert code == 0, log.read_text(errors="replace")[-3000:]
+    assert took < STOP_WITHIN_S, took
+    assert [(e.get("reason"), e.get("signal")) for e in lines
+            if e.get("event") == "stopping"] == [("signal", "SIGTERM")]
+    return lines
 
 
 class SlowLogReader:
@@ -210,30 +239,17 @@ bundle = "{bundle}"
     sub = Recorder(broker.port, "edge_gesture/slowvlm/#")
     log = tmp_path / "daemon.log"
     writer = None
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "edge_gesture", "run", "--config", str(cfg)],
-                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     try:
-        # The load has reached the manifest and now waits for bytes that never come.
-        writer = wait_for_reader(manifest, 60)
-        # The frame loop's side: signal handlers installed, waiting for the VLM.
-        wait_until(lambda: "waiting for the vlm" in log.read_text(errors="replace"), 60,
-                   "the daemon waiting for the VLM")
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(STOP_WITHIN_S + 5)  # measured below; more only to report, not hang
-        took = time.monotonic() - t0
-        lines = log_lines(log)
-        assert code == 0, log.read_text(errors="replace")[-3000:]
-        assert took < STOP_WITHIN_S, took
-        stopping = [(e.get("reason"), e.get("signal")) for e in lines if e.get("event") == "stopping"]
-        assert stopping == [("signal", "SIGTERM")]
+        with running_daemon(cfg, log) as proc:
+            # The load has reached the manifest and now waits for bytes that never come.
+            writer = wait_for_reader(manifest, 60)
+            # The frame loop's side: signal handlers installed, waiting for the VLM.
+            wait_until(lambda: "waiting for the vlm" in log.read_text(errors="replace"), 60,
+                       "the daemon waiting for the VLM")
+            lines = sigterm_keeps_the_promise(proc, log)
         assert not any(e.get("event", "").startswith("vlm ") for e in lines), lines
         assert sub.messages == []  # never announced `online`, so nothing to take back
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         if writer is not None:
             os.close(writer)
         sub.close()
@@ -274,21 +290,14 @@ def test_sigterm_with_a_hung_broker_and_a_hung_camera_still_exits_within_5s(tmp_
     cfg.write_text(cfg.read_text().replace('source = "testcard"', f'source = "{source}"'))
     sub = Recorder(broker.port, "edge_gesture/hung/availability")
     log = tmp_path / "daemon.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "edge_gesture", "run", "--config", str(cfg)],
-                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     frozen = False
     try:
-        sub.wait_for(lambda m: m.payload == b"online", 60, "online")
-        wait_until(lambda: camera.accepted, 30, "the capture thread connecting to the camera")
-        broker.proc.send_signal(signal.SIGSTOP)
-        frozen = True
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(STOP_WITHIN_S + 5)  # measured below; more only to report, not hang
-        took = time.monotonic() - t0
-        assert code == 0, log.read_text(errors="replace")[-3000:]
-        assert took < STOP_WITHIN_S, took
+        with running_daemon(cfg, log) as proc:
+            sub.wait_for(lambda m: m.payload == b"online", 60, "online")
+            wait_until(lambda: camera.accepted, 30, "the capture thread connecting to the camera")
+            broker.proc.send_signal(signal.SIGSTOP)
+            frozen = True
+            sigterm_keeps_the_promise(proc, log)
         broker.proc.send_signal(signal.SIGCONT)
         frozen = False
         late = Recorder(broker.port, "edge_gesture/hung/availability")
@@ -300,9 +309,6 @@ def test_sigterm_with_a_hung_broker_and_a_hung_camera_still_exits_within_5s(tmp_
     finally:
         if frozen:
             broker.proc.send_signal(signal.SIGCONT)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         sub.close()
         camera.close()
 
@@ -316,22 +322,10 @@ def test_sigterm_during_a_video_file_says_signal_not_source_ended(tmp_path, brok
     cfg = daemon_config(tmp_path / "file.toml", broker.port, "file")
     cfg.write_text(cfg.read_text().replace('source = "testcard"', f'source = "{video}"'))
     log = tmp_path / "daemon.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "edge_gesture", "run", "--config", str(cfg)],
-                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with running_daemon(cfg, log) as proc:
         wait_until(lambda: '"first frame"' in log.read_text(errors="replace"), 60, "first frame")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(STOP_WITHIN_S) == 0
-        events = [e.get("event") for e in log_lines(log)]
-        stopping = [(e.get("reason"), e.get("signal")) for e in log_lines(log)
-                    if e.get("event") == "stopping"]
-        assert stopping == [("signal", "SIGTERM")]
-        assert "source ended" not in events
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        lines = sigterm_keeps_the_promise(proc, log)
+    assert "source ended" not in [e.get("event") for e in lines]
 
 
 @pytest.mark.export
@@ -361,10 +355,7 @@ bundle = "{bundle}"
 verify_checksums = false  # the load then reads the manifest once: one answer lets it go
 """)
     log = tmp_path / "daemon.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "edge_gesture", "run", "--config", str(cfg)],
-                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with running_daemon(cfg, log) as proc:
         writer = wait_for_reader(manifest, 60)
         wait_until(lambda: "waiting for the vlm" in log.read_text(errors="replace"), 60,
                    "the daemon waiting for the VLM")
@@ -377,16 +368,4 @@ verify_checksums = false  # the load then reads the manifest once: one answer le
         while not derived_saved():
             assert time.monotonic() < end, "the load never saved its derived files"
             time.sleep(0.005)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(STOP_WITHIN_S + 5)  # measured below; more only to report, not hang
-        took = time.monotonic() - t0
-        text = log.read_text(errors="replace")
-        assert code == 0, text[-3000:]
-        assert took < STOP_WITHIN_S, took
-        assert [(e.get("reason"), e.get("signal")) for e in log_lines(log)
-                if e.get("event") == "stopping"] == [("signal", "SIGTERM")]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        sigterm_keeps_the_promise(proc, log)
