@@ -3,7 +3,9 @@
 One thread per source reads frames and puts them in a `LatestFrameSlot`, which holds only the
 newest frame: when processing lags, older frames are dropped and counted rather than queued, so
 the daemon always reacts to what the camera sees now. Live sources that fail are reopened with
-a doubling backoff; the log says once that the source is lost and once that it is back.
+a doubling backoff; the log says once that the source is lost and once that it is back, and why
+it is unavailable (no such device, permission denied, connection refused, no frames within
+`capture.read_timeout_s`: see source_reason.py) once per reason, not at every retry.
 
 A camera is asked for `capture.width` x `capture.height`; one that has no such mode gives another,
 which is used as it comes (the hand stage works at any size) and named once in the log, not at
@@ -25,6 +27,7 @@ import structlog
 
 from edge_gesture.config import CaptureConfig
 from edge_gesture.errors import StartupError
+from edge_gesture.source_reason import camera_reason, stream_reason
 from edge_gesture.testcard import TestCard
 
 log = structlog.get_logger("capture")
@@ -127,7 +130,11 @@ def _open(source: str, kind: SourceKind, cfg: CaptureConfig):
     if kind is SourceKind.STREAM:
         # TCP for RTSP: UDP loses packets on busy Wi-Fi and gives smeared frames.
         os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
-        return cv2.VideoCapture(source, cv2.CAP_FFMPEG)
+        # A server that accepts and never answers is given read_timeout_s, to open as to read
+        # (OpenCV's own 30 s would leave it unexplained for half a minute at every attempt).
+        ms = max(1, round(cfg.read_timeout_s * 1000))
+        return cv2.VideoCapture(source, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
+                                                         cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
     if not os.path.isfile(source):
         raise SourceError(f"capture.source: no such video file: {source}")
     cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG)
@@ -191,25 +198,31 @@ class CaptureThread(threading.Thread):
     # Live sources: cameras, streams, the test pattern.
     def _run_live(self) -> None:
         delay = self.cfg.reconnect_initial_s
-        lost_logged = False
+        said: str | None = None  # the reason last logged, None while the source works
         while not self.stop_event.is_set():
+            began = time.monotonic()
             cap = _open(self.source, self.kind, self.cfg)
             if not cap.isOpened():
                 cap.release()
-                if not lost_logged:
+                reason = self._why_unavailable(time.monotonic() - began)
+                # Once per reason: the retries that follow say nothing new.
+                if reason != said:
                     log.warning("source unavailable, retrying", source=self.source,
-                                retry_s=delay)
-                    lost_logged = True
+                                reason=reason, retry_s=delay)
+                    said = reason
+                else:
+                    log.debug("source still unavailable", source=self.source, reason=reason,
+                              retry_s=delay)
                 self.stop_event.wait(delay)
                 delay = min(delay * 2, self.cfg.reconnect_max_s)
                 continue
-            if lost_logged or self.reconnects:
+            if said is not None or self.reconnects:
                 log.info("source back", source=self.source)
             else:
                 log.info("source open", source=self.source, kind=self.kind.value)
             self.connected = True
-            lost_logged = False
-            delivered = self._pump_live(cap)
+            said = None
+            delivered, why = self._pump_live(cap)
             cap.release()
             self.connected = False
             if self.stop_event.is_set():
@@ -217,21 +230,30 @@ class CaptureThread(threading.Thread):
             if delivered:
                 delay = self.cfg.reconnect_initial_s
             self.reconnects += 1
-            log.warning("source lost, reopening", source=self.source, retry_s=delay)
-            lost_logged = True
+            log.warning("source lost, reopening", source=self.source, reason=why, retry_s=delay)
+            said = why
             self.stop_event.wait(delay)
             delay = min(delay * 2, self.cfg.reconnect_max_s)
 
-    def _pump_live(self, cap) -> bool:
-        """Read until the source fails or stalls; True if it delivered any frame."""
+    def _why_unavailable(self, open_s: float) -> str:
+        if self.kind is SourceKind.CAMERA:
+            return camera_reason(self.source)
+        return stream_reason(self.source, self.cfg.read_timeout_s, open_s)
+
+    def _pump_live(self, cap) -> tuple[bool, str]:
+        """Read until the source fails or stalls: whether it delivered any frame, and why it
+        stopped."""
         delivered = False
         last_ok = time.monotonic()
         while not self.stop_event.is_set():
             ok, image = cap.read()
             now = time.monotonic()
             if not ok or image is None:
-                if now - last_ok > self.cfg.read_timeout_s or self.kind is not SourceKind.STREAM:
-                    return delivered
+                if self.kind is not SourceKind.STREAM:
+                    return delivered, "the camera stopped delivering frames"
+                if now - last_ok > self.cfg.read_timeout_s:
+                    return delivered, (f"no frames within capture.read_timeout_s "
+                                       f"({self.cfg.read_timeout_s:g} s)")
                 time.sleep(0.01)
                 continue
             last_ok = now
@@ -240,7 +262,7 @@ class CaptureThread(threading.Thread):
             delivered = True
             self.frames_read += 1
             self.slot.put(Frame(image, self.frames_read - 1, now, time.time(), now))
-        return delivered
+        return delivered, "stopped"
 
     # Files: paced like a camera, or every frame for evaluation.
     def _run_file(self) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import http.server
+import os
+import socket
 import threading
 import time
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -133,11 +136,13 @@ def test_testcard_runs_at_its_frame_rate_and_moves():
 
 class _FlakyMjpegCamera:
     """An IP camera on loopback: refuses the first `refuse` requests, then streams `frames`
-    MJPEG frames per connection and hangs up, as a camera does when it reboots."""
+    MJPEG frames per connection and hangs up, as a camera does when it reboots; or, with
+    `then_stall`, keeps the connection open and sends nothing more, as a hung one does."""
 
-    def __init__(self, refuse: int, frames: int):
+    def __init__(self, refuse: int, frames: int, then_stall: bool = False):
         ok, jpg = cv2.imencode(".jpg", np.full((120, 160, 3), 128, np.uint8))
         self.requests = 0
+        self.closed = threading.Event()
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -154,6 +159,8 @@ class _FlakyMjpegCamera:
                                      b"Content-Length: %d\r\n\r\n" % len(jpg))
                     self.wfile.write(jpg.tobytes() + b"\r\n")
                     time.sleep(0.02)
+                while then_stall and not outer.closed.wait(0.1):
+                    pass
 
             def log_message(self, *args):
                 pass
@@ -163,6 +170,7 @@ class _FlakyMjpegCamera:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
+        self.closed.set()
         self.server.shutdown()
 
 
@@ -276,3 +284,120 @@ def test_file_keeps_its_own_size_whatever_the_camera_size(tmp_path):
         cap.join(5)
     assert len(got) == 10 and all(f.image.shape == (120, 160, 3) for f in got)
     assert not [e for e in logs if e["event"].startswith("camera gives")]
+
+
+# ---------------------------------------------------------------- why a source is unavailable
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _SilentServer:
+    """An RTSP server that accepts connections and never sends a byte (a camera whose firmware
+    hangs): it counts the connections and keeps them open."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"rtsp://127.0.0.1:{self.sock.getsockname()[1]}/stream"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.held.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+def _reasons_over_retries(cfg: CaptureConfig, opened: Callable[[], int], at_least: int) -> list:
+    """Runs a source that never opens until `opened()` says it was tried `at_least` times;
+    returns the warnings logged meanwhile."""
+    with capture_logs() as logs:
+        cap = CaptureThread(cfg, LatestFrameSlot())
+        cap.start()
+        deadline = time.monotonic() + 60  # only bounds a failing test
+        while opened() < at_least and time.monotonic() < deadline:
+            time.sleep(0.02)
+        cap.stop()
+        cap.join(10)
+    assert opened() >= at_least, f"tried {opened()} times; {logs}"
+    assert not cap.connected
+    return [e for e in logs if e["log_level"] == "warning"]
+
+
+def _counting_opens(monkeypatch) -> Callable[[], int]:
+    """How often the capture thread called cv2.VideoCapture (the real one)."""
+    real, calls = cv2.VideoCapture, []
+
+    def counted(*args):
+        cap = real(*args)
+        calls.append(args[0])  # after the open: the attempt is over when it counts
+        return cap
+
+    monkeypatch.setattr("edge_gesture.capture.cv2.VideoCapture", counted)
+    return lambda: len(calls)
+
+
+def test_missing_camera_says_no_such_device_once_then_retries_quietly(monkeypatch):
+    device = "/dev/v4l/by-id/usb-edge-gesture-test-no-such-camera-video-index0"
+    cfg = CaptureConfig(source=device, reconnect_initial_s=0.01, reconnect_max_s=0.02)
+    warnings = _reasons_over_retries(cfg, _counting_opens(monkeypatch), at_least=5)
+    assert [(w["event"], w["reason"].split(" (")[0]) for w in warnings] == [
+        ("source unavailable, retrying", f"no such device: {device}")], warnings
+
+
+def test_a_camera_index_is_named_by_its_device_node(monkeypatch):
+    index = next(str(i) for i in range(90, 200) if not os.path.exists(f"/dev/video{i}"))
+    cfg = CaptureConfig(source=index, reconnect_initial_s=0.01, reconnect_max_s=0.02)
+    warnings = _reasons_over_retries(cfg, _counting_opens(monkeypatch), at_least=2)
+    assert [w["reason"].split(" (")[0] for w in warnings] == [f"no such device: /dev/video{index}"]
+
+
+def test_refused_stream_says_connection_refused_once(monkeypatch):
+    port = _closed_port()
+    cfg = CaptureConfig(source=f"rtsp://127.0.0.1:{port}/stream", reconnect_initial_s=0.01,
+                        reconnect_max_s=0.02, read_timeout_s=2.0)
+    warnings = _reasons_over_retries(cfg, _counting_opens(monkeypatch), at_least=4)
+    assert [(w["event"], w["reason"]) for w in warnings] == [
+        ("source unavailable, retrying", f"connection refused by 127.0.0.1:{port}")]
+
+
+def test_stream_that_accepts_and_never_sends_says_so_within_the_read_timeout():
+    server = _SilentServer()
+    cfg = CaptureConfig(source=server.url, reconnect_initial_s=0.01, reconnect_max_s=0.02,
+                        read_timeout_s=0.5)
+    try:
+        # Each attempt is the stream's connection, then the check that names the reason: four
+        # attempts, not OpenCV's 30 s wait for the first one.
+        warnings = _reasons_over_retries(cfg, lambda: len(server.held), at_least=8)
+    finally:
+        server.close()
+    assert [w["event"] for w in warnings] == ["source unavailable, retrying"], warnings
+    assert warnings[0]["reason"].startswith("no frames within capture.read_timeout_s (0.5 s)")
+
+
+def test_stream_that_stalls_after_frames_is_lost_after_the_read_timeout():
+    camera = _FlakyMjpegCamera(refuse=0, frames=5, then_stall=True)
+    cfg = CaptureConfig(source=camera.url, reconnect_initial_s=0.05, reconnect_max_s=0.1,
+                        read_timeout_s=0.5)
+    slot = LatestFrameSlot()
+    with capture_logs() as logs:
+        cap = CaptureThread(cfg, slot)
+        cap.start()
+        deadline = time.monotonic() + 60  # only bounds a failing test
+        while cap.reconnects < 1 and time.monotonic() < deadline:
+            slot.get(0.1)
+        cap.stop()
+        cap.join(10)
+    camera.close()
+    lost = [e for e in logs if e["event"] == "source lost, reopening"]
+    assert lost and lost[0]["reason"] == "no frames within capture.read_timeout_s (0.5 s)", logs
