@@ -10,7 +10,7 @@ import sys
 
 from edge_gesture import __version__
 from edge_gesture.config import Config, ConfigError, find_config_path, load_config
-from edge_gesture.errors import StartupError
+from edge_gesture.errors import StartupError, UsageError
 from edge_gesture.logsetup import configure_logging
 
 
@@ -218,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="accuracy on a folder of labelled photos (<label>/<image>), or "
                        "gesture events on labelled video clips (<clip>.labels.csv or .json beside each)")
-    e.add_argument("dir", metavar="PATH", help="folder with one sub-folder per label ('none' means no "
-                   "hand), or a video file or a folder of them, each with its labels file")
+    e.add_argument("dir", metavar="PATH", help="folder with one sub-folder per label (a landmark "
+                   "gesture, or 'none': no hand), or a video file or a folder of them, each with "
+                   "its labels file")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--config", "-c", default=argparse.SUPPRESS)
     e.set_defaults(func=cmd_eval)
@@ -279,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         return args.func(args)
-    except ConfigError as e:
+    except (ConfigError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except StartupError as e:

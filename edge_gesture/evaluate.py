@@ -26,7 +26,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_gesture.config import Config, ConfigError, find_config_path, load_config
+from edge_gesture.config import (
+    LANDMARK_GESTURES,
+    MOTION_GESTURES,
+    Config,
+    ConfigError,
+    find_config_path,
+    load_config,
+)
+from edge_gesture.errors import UsageError
 
 NONE = "none"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -46,7 +54,7 @@ class ImageResult:
     classify_ms: float = 0.0
 
 
-class EvalError(Exception):
+class EvalError(UsageError):
     """The folder cannot be evaluated; the message says why and names the path."""
 
 
@@ -63,6 +71,52 @@ def find_images(folder: Path) -> list[tuple[str, Path]]:
         raise EvalError(f"{folder}: no images found in <label>/ sub-folders "
                         f"({', '.join(sorted(IMAGE_SUFFIXES))})")
     return items
+
+
+def photo_labels(items: list[tuple[str, Path]], folder: Path,
+                 cfg: Config) -> tuple[list[tuple[str, Path]], list[dict]]:
+    """The photos eval can judge, and the folders it skips. A still photo through the landmark
+    stage (no VLM here) can show a landmark gesture or no hand; a motion gesture or one only the
+    VLM knows ([[gestures.custom]]), as the daemon's dataset files them, cannot fire, so its
+    folder is skipped and named rather than scored 0%. Any other name is an error: a typo would
+    otherwise score 0% too."""
+    valid = set(LANDMARK_GESTURES) | {NONE}
+    unjudgeable = {g: "a motion gesture, which one still photo cannot show (evaluate it on "
+                   "labelled clips)" for g in MOTION_GESTURES}
+    unjudgeable |= {g.name: "a [[gestures.custom]] gesture, which only the VLM recognises "
+                    "(eval runs the landmark stage)" for g in cfg.gestures.custom}
+    kept, skipped = [], {}
+    for label, path in items:
+        if label in valid:
+            kept.append((label, path))
+        elif label in unjudgeable:
+            skipped[label] = skipped.get(label, 0) + 1
+        else:
+            raise EvalError(f"{folder / label}: unknown label {label!r}; photo folders are named "
+                            f"{', '.join(sorted(valid))}")
+    return kept, [{"folder": label, "images": n, "why": unjudgeable[label]}
+                  for label, n in skipped.items()]
+
+
+def jpeg_truncated(data: bytes) -> bool:
+    """A JPEG whose data ends before its end-of-image marker (a copy cut short). OpenCV decodes
+    one anyway, grey below the cut, and libjpeg's warning on stderr does not say which file.
+    Walks the marker segments by their lengths, so an EXIF thumbnail's own end marker is not
+    taken for the photo's. Anything that is not a JPEG is for the decoder to judge."""
+    if not data.startswith(b"\xff\xd8"):
+        return False
+    i, n = 2, len(data)
+    while (i := data.find(b"\xff", i)) != -1 and i + 1 < n:
+        code = data[i + 1]
+        if code == 0xD9:  # end of image
+            return False
+        if code in (0x00, 0x01, 0xD8) or 0xD0 <= code <= 0xD7:
+            i += 2  # a stuffed 0xFF inside the scan data, or a marker without a length
+        elif code == 0xFF:
+            i += 1  # fill byte before a marker
+        else:
+            i += 2 + int.from_bytes(data[i + 2:i + 4], "big")  # a segment: skip its contents
+    return True
 
 
 def _hold_seconds(cfg: Config) -> float:
@@ -149,15 +203,22 @@ def evaluate(folder: Path, cfg: Config) -> dict:
     """Run the whole folder; returns the report (see module docstring and `format_report`)."""
     from edge_gesture.daemon import FramePipeline
 
-    items = find_images(folder)
+    items, skipped = photo_labels(find_images(folder), folder, cfg)
+    if not items:
+        raise EvalError(f"{folder}: no photos eval can judge (skipped: "
+                        f"{', '.join(s['folder'] + '/' for s in skipped)})")
     hold_frames = int(round(_hold_seconds(cfg) * FRAME_RATE))
     results: list[ImageResult] = []
     unreadable: list[str] = []
+    truncated: list[str] = []
     started = time.perf_counter()
     pipeline = FramePipeline(cfg)
     try:
         for label, path in items:
             rel = str(path.relative_to(folder))
+            if jpeg_truncated(path.read_bytes()):
+                truncated.append(rel)
+                continue
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is None:
                 unreadable.append(rel)
@@ -202,6 +263,8 @@ def evaluate(folder: Path, cfg: Config) -> dict:
             for r in results if r.truth != r.predicted
         ],
         "unreadable": unreadable,
+        "truncated": truncated,
+        "skipped": skipped,
     }
 
 
@@ -263,12 +326,13 @@ def main(args) -> int:
         run, report_text, kind = eval_video.evaluate_videos, eval_video.format_report, "video"
     else:
         run, report_text, kind = evaluate, format_report, "image"
-    try:
-        report = run(path, cfg)
-    except EvalError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    report = run(path, cfg)  # an EvalError is the CLI's one-line error, exit 2
+    for s in report.get("skipped", []):
+        print(f"warning: {s['folder']}/: {s['images']} photo(s) skipped: {s['why']}", file=sys.stderr)
     for u in report["unreadable"]:
         print(f"warning: {u}: not a readable {kind}, skipped", file=sys.stderr)
+    for u in report.get("truncated", []):
+        print(f"warning: {u}: truncated JPEG (its data ends before the end-of-image marker), "
+              "skipped", file=sys.stderr)
     print(json.dumps(report, indent=2) if args.json else report_text(report))
     return 0

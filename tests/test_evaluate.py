@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from edge_gesture.cli import main as cli_main
 from edge_gesture.config import Config, parse_config
-from edge_gesture.evaluate import evaluate
+from edge_gesture.evaluate import EvalError, evaluate, jpeg_truncated, photo_labels
 
 
 def link(folder: Path, label: str, photo: Path) -> None:
@@ -118,3 +120,34 @@ def test_default_config_without_a_file(small_set, capsys, tmp_path, monkeypatch)
     assert code == 0
     assert json.loads(out)["model_complexity"] == Config().hands.model_complexity
     assert "default settings" in err
+
+
+def test_a_truncated_jpeg_is_told_from_a_whole_one_by_its_segments(gesture_data):
+    whole = photos(gesture_data, "fist", 1)[0].read_bytes()
+    # An APP1 segment holding a thumbnail with its own end-of-image marker, as cameras write EXIF:
+    # that marker is not the photo's end.
+    thumb = b"\xff\xd8" + bytes(range(16)) + b"\xff\xd9"
+    app1 = b"\xff\xe1" + (len(thumb) + 2).to_bytes(2, "big") + thumb
+    with_thumb = whole[:2] + app1 + whole[2:]
+    assert cv2.imdecode(np.frombuffer(with_thumb, np.uint8), cv2.IMREAD_COLOR) is not None
+    assert not jpeg_truncated(whole) and not jpeg_truncated(with_thumb)
+    assert not jpeg_truncated(with_thumb + b"bytes some cameras append after the end")
+    for cut in (2 + len(app1) + 4, len(with_thumb) // 2, len(with_thumb) - 1):
+        assert jpeg_truncated(with_thumb[:cut]), cut
+    assert not jpeg_truncated(b"this is not a JPEG")  # for the decoder to judge
+
+
+def test_label_folders_eval_cannot_judge_are_skipped_and_unknown_ones_refused(tmp_path):
+    cfg = parse_config({"gestures": {"custom": [{"name": "shaka", "description": "a shaka sign"}],
+                                     "enabled": ["fist", "wave", "shaka"]}})
+    items = [(label, tmp_path / label / "a.jpg")
+             for label in ("call", "fist", "none", "shaka", "wave", "wave")]
+    kept, skipped = photo_labels(items, tmp_path, cfg)
+    # `call` is not enabled, so it can never fire: judged all the same, its photos count as misses.
+    assert [label for label, _ in kept] == ["call", "fist", "none"]
+    assert [(s["folder"], s["images"]) for s in skipped] == [("shaka", 1), ("wave", 2)]
+    assert "only the VLM" in skipped[0]["why"] and "motion gesture" in skipped[1]["why"]
+    with pytest.raises(EvalError, match=f"^{tmp_path}/thumb_up: unknown label 'thumb_up'; photo "
+                       "folders are named call, fist, none, ok, open_palm, pointing_up, "
+                       "thumbs_down, thumbs_up, victory$"):
+        photo_labels([*items, ("thumb_up", tmp_path / "thumb_up" / "a.jpg")], tmp_path, cfg)
