@@ -231,8 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--source", required=True, help="video file (or any capture source)")
     bp.add_argument("--json", action="store_true")
     bp.add_argument("--repeats", type=int, default=3, help="runs over the source; medians reported")
-    bp.add_argument("--seconds", type=float, default=0,
-                    help="stop each run after this long (0: at the end of the source)")
+    from edge_gesture.bench_pipeline import LIVE_RUN_S
+
+    bp.add_argument("--seconds", type=float,
+                    help="stop each run after this long (0: at the end of the source; default: a "
+                    f"file to its end, {LIVE_RUN_S:g} s for a camera, stream or testcard); two runs "
+                    "a repeat")
     bp.add_argument("--backend", choices=["openvino", "mediapipe", "both"],
                     help="override hands.backend; 'both' runs each and prints the frames/s ratio")
     bp.add_argument("--config", "-c", default=argparse.SUPPRESS)

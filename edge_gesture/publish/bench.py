@@ -27,7 +27,11 @@ import time
 import numpy as np
 
 from edge_gesture.config import Config, load_config
+from edge_gesture.errors import StartupError, UsageError
 from edge_gesture.machine import cpu_facts, cpu_line
+
+#: Seconds the benchmark's subscriber has to connect and subscribe.
+SUBSCRIBE_TIMEOUT_S = 20.0
 
 
 def _free_port() -> int:
@@ -49,7 +53,32 @@ def _start_broker() -> tuple[subprocess.Popen, int]:
         except OSError:
             time.sleep(0.05)
     proc.kill()
-    raise RuntimeError(f"mosquitto ({exe}) did not start")
+    raise StartupError(f"mosquitto ({exe}) did not start; give a broker with --broker HOST:PORT")
+
+
+def parse_broker(value: str) -> tuple[str, int]:
+    """`--broker HOST:PORT` (HOST may be empty for this machine, or an IPv6 address in [])."""
+    host, sep, port_s = value.rpartition(":")
+    if not sep or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise UsageError(f"--broker: expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port_s)
+
+
+def check_reachable(value: str, host: str, port: int, timeout: float = 5.0) -> None:
+    """Fail now, naming --broker, when nothing accepts connections there: the benchmark's
+    subscriber and publisher would otherwise only time out."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except ConnectionRefusedError:
+        why = "connection refused"
+    except socket.gaierror as e:
+        why = f"unknown host ({e.strerror})"
+    except TimeoutError:
+        why = f"no answer within {timeout:g} s"
+    except OSError as e:
+        why = e.strerror or str(e)
+    raise UsageError(f"--broker {value}: {why}")
 
 
 def _subscriber(host: str, port: int, topic: str, ready, stop, out) -> None:
@@ -140,19 +169,24 @@ def run_once(cfg: Config, pipeline, publisher, source: str, events: int, burst_s
 
 
 def main(args) -> int:
+    from edge_gesture.bench_pipeline import check_source
     from edge_gesture.daemon import FramePipeline
     from edge_gesture.logsetup import configure_logging
     from edge_gesture.publish import Publisher
 
     configure_logging("warning", "console")  # stdout carries the report
     cfg = load_config(getattr(args, "config", None)) if getattr(args, "config", None) else Config()
+    check_source(args.source)
     broker = None
     if args.broker:
-        host, _, port_s = args.broker.rpartition(":")
-        host, port = host or "127.0.0.1", int(port_s)
+        host, port = parse_broker(args.broker)
+        check_reachable(args.broker, host, port)
     else:
         broker, port = _start_broker()
         host = "127.0.0.1"
+    # A broker named with --broker is the user's input (exit 2); our private one failing is not.
+    broker_error = UsageError if args.broker else StartupError
+    where = f"--broker {args.broker}" if args.broker else f"broker {host}:{port}"
     cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(update={
         "host": host, "port": port, "outbox_size": max(cfg.mqtt.outbox_size, 2 * args.events),
         "stats_interval_s": 0.0})})
@@ -167,14 +201,21 @@ def main(args) -> int:
             sub = ctx.Process(target=_subscriber, daemon=True,
                               args=(host, port, f"{cfg.topic_root}/event", ready, stop, send))
             sub.start()
-            if not ready.wait(20):
-                raise RuntimeError("benchmark subscriber did not subscribe")
+            deadline = time.monotonic() + SUBSCRIBE_TIMEOUT_S
+            while not ready.wait(0.1) and sub.is_alive() and time.monotonic() < deadline:
+                pass
+            if not ready.is_set():
+                sub.kill()
+                raise broker_error(f"{where}: the benchmark's subscriber could not subscribe to "
+                                   f"{cfg.topic_root}/event (it connects without a login or TLS)")
             publisher = Publisher(cfg).start()
             deadline = time.monotonic() + 10
             while not publisher.connected and time.monotonic() < deadline:
                 time.sleep(0.05)
             if not publisher.connected:
-                raise RuntimeError(f"cannot reach the broker at {host}:{port}")
+                publisher.stop()
+                sub.kill()
+                raise broker_error(f"{where}: the publisher did not connect within 10 s")
             r = run_once(cfg, pipeline, publisher, source, args.events, 1.0, args.baseline)
             # Everything should be there well within a couple of seconds on a live broker.
             wait_until = time.monotonic() + 10
@@ -231,13 +272,15 @@ def main(args) -> int:
     } for r in runs]
 
     def med(path):
+        # None: a run with no frame in that stretch (a baseline shorter than a slow frame).
         vals = []
         for r in per_run:
             v = r
             for k in path:
                 v = v[k]
-            vals.append(v)
-        return round(statistics.median(vals), 2)
+            if v is not None:
+                vals.append(v)
+        return round(statistics.median(vals), 2) if vals else None
 
     report = {
         "cpu": cpu_facts(),
@@ -253,7 +296,9 @@ def main(args) -> int:
         "all_in_order": all(r["in_order"] for r in per_run),
         "publish_per_frame_ms_max": med(("publish_per_frame_ms", "max")),
         "publish_per_frame_ms_p95": med(("publish_per_frame_ms", "p95")),
-        "publish_per_frame_ms_max_worst": max(r["publish_per_frame_ms"]["max"] for r in per_run),
+        "publish_per_frame_ms_max_worst": max((r["publish_per_frame_ms"]["max"] for r in per_run
+                                               if r["publish_per_frame_ms"]["max"] is not None),
+                                              default=None),
         "publish_cpu_per_frame_ms_max": med(("publish_cpu_per_frame_ms", "max")),
         "publish_call_us_p50": med(("publish_call_us", "p50")),
         "frame_ms_p95_baseline": med(("frame_ms_baseline", "p95")),

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_gesture.bundle import BundleError
+from edge_gesture.errors import UsageError
 from edge_gesture.machine import cpu_facts, cpu_line
-from edge_gesture.vlm.backend import BackendOptions
+from edge_gesture.vlm.backend import BackendError, BackendOptions
 from edge_gesture.vlm.prompt import DEFAULT_DESCRIPTIONS
 
 SHARED = Path(os.environ.get("EDGE_GESTURE_SHARED", Path(__file__).resolve().parents[3] / "shared"))
@@ -59,9 +61,11 @@ def _crop(path: Path | None) -> np.ndarray:
     if path is None:
         rng = np.random.default_rng(0)
         return cv2.resize(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8), (320, 320))
+    if not path.is_file():
+        raise UsageError(f"--image {path}: no such file")
     bgr = cv2.imread(str(path))
     if bgr is None:
-        raise SystemExit(f"error: --image {path}: not a readable image")
+        raise UsageError(f"--image {path}: not a readable image")
     h, w = bgr.shape[:2]
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
@@ -118,13 +122,36 @@ def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
+def check_arguments(args) -> None:
+    """What can be checked before anything loads, each named by its flag."""
+    import openvino as ov
+
+    from edge_gesture.vlm.devices import missing
+
+    if args.repeats < 1:
+        raise UsageError(f"--repeats: expected 1 or more, got {args.repeats}")
+    if args.reference_bundle is not None and not args.reference_bundle.is_dir():
+        raise UsageError(f"--reference-bundle {args.reference_bundle}: not a folder")
+    available = ov.Core().available_devices
+    for flag, device in (("--device", args.device), ("--vision-device", args.vision_device)):
+        if device and (absent := missing(device, available)):
+            raise UsageError(f"{flag} {device}: not on this machine ({', '.join(absent)} missing); "
+                             f"available: {', '.join(available)}")
+
+
 def measure(args) -> dict:
+    from edge_gesture.vlm.prompt import PromptError
     from edge_gesture.vlm.runtime import VlmRuntime
 
+    check_arguments(args)
     crop = _crop(args.image)
     cache = Path(tempfile.mkdtemp(prefix="eg-bench-"))
     t0 = time.perf_counter()
-    rt = VlmRuntime(args.bundle, GESTURES, _opts(args, cache))
+    try:
+        rt = VlmRuntime(args.bundle, GESTURES, _opts(args, cache))
+    except (BundleError, PromptError, BackendError) as e:
+        # Each names the bundle's folder or file: a bundle this runtime cannot use.
+        raise UsageError(f"--bundle: {e}") from None
     rt.warm_up()
     load_s = time.perf_counter() - t0
     m = rt.manifest
