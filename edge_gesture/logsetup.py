@@ -7,19 +7,24 @@ import sys
 
 import structlog
 
+from edge_gesture.native_logs import WRITE_LOCK, set_native_log_levels
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 
 
 class _StderrNow:
     """Whatever `sys.stderr` is when a line is written, not when logging was set up: code that
-    runs the CLI in-process (tests capturing output) swaps it and closes its copy afterwards."""
+    runs the CLI in-process (tests capturing output) swaps it and closes its copy afterwards, and
+    so does `native_logs` while it keeps a native library's lines out of the log."""
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        with WRITE_LOCK:
+            return sys.stderr.write(text)
 
     def flush(self) -> None:
-        sys.stderr.flush()
+        with WRITE_LOCK:
+            sys.stderr.flush()
 
 
 _STDERR = _StderrNow()
@@ -45,3 +50,6 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     # force: the CLI configures once before it knows the config, `run` again after reading it.
     logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), stream=_STDERR,
                         format="%(name)s %(levelname)s %(message)s", force=True)
+    # OpenCV's and FFmpeg's own lines (a warning at every reopen of a missing camera) only when
+    # asked for; set before the first capture opens, which is when FFmpeg reads its level.
+    set_native_log_levels(debug=level == "debug")

@@ -23,9 +23,11 @@ import cv2
 import numpy as np
 
 from edge_gesture.config import HandsConfig
+from edge_gesture.native_logs import native_stderr_relogged
 
 _SWAP = {"Left": "right", "Right": "left"}
 _SAME = {"Left": "left", "Right": "right"}
+_PALM_INPUT = 192  # MediaPipe's palm detector's input side
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -94,7 +96,18 @@ class HandTracker:
             min_detection_confidence=cfg.min_detection_confidence,
             min_tracking_confidence=cfg.min_tracking_confidence,
         )
-        self._mp = self._make()
+        self._mp = self._new_graph()
+
+    def _new_graph(self):
+        # A new graph opens its calculators on threads of its own, where TFLite, absl and
+        # MediaPipe print start-up lines to stderr ("Created TensorFlow Lite XNNPACK delegate",
+        # "Feedback manager requires ..."). A blank frame waits for every calculator to be open,
+        # so all of it is printed inside this block: the debug log has it, the journal does not.
+        # No hand is in it, so the first real frame is searched whole as without it.
+        with native_stderr_relogged("mediapipe hand graph start"):
+            graph = self._make()
+            graph.process(np.zeros((_PALM_INPUT, _PALM_INPUT, 3), np.uint8))
+        return graph
 
     def detect(self, frame_bgr: np.ndarray) -> list[Hand]:
         """Hands in one frame (8-bit BGR, as OpenCV delivers), at most `max_num_hands`."""
@@ -130,7 +143,7 @@ class HandTracker:
         """Drop the hands followed so far (a new scene): MediaPipe's graph keeps them, so a new
         graph it is."""
         self.close()
-        self._mp = self._make()
+        self._mp = self._new_graph()
 
     def close(self) -> None:
         if self._mp is not None:
