@@ -34,6 +34,12 @@ log = structlog.get_logger("service")
 STATUS_EVERY_S = 5.0
 
 
+def _readiness_told(under_systemd: bool, sent: bool) -> str:
+    if not under_systemd:
+        return "not started by systemd (NOTIFY_SOCKET unset): no readiness to report"
+    return "READY=1 sent" if sent else "READY=1 not delivered (see the sd_notify warning)"
+
+
 class ServiceHooks:
     def __init__(self, daemon: Daemon, config_path: Path | None = None,
                  source_override: str | None = None, notifier: Notifier | None = None):
@@ -107,9 +113,9 @@ class ServiceHooks:
         now = time.monotonic()
         if processed and not self.ready:
             self.ready = True
-            self.notifier.ready(self._summary())
+            sent = self.notifier.ready(self._summary())
             self._next_status = now + STATUS_EVERY_S
-            log.info("ready", notify=self.notifier.enabled)
+            log.info("ready", systemd=_readiness_told(self.notifier.enabled, sent))
         if processed or self._capture_reopening():
             self.watchdog.progress()
         if self._reload_requested:
