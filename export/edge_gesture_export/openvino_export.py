@@ -34,6 +34,10 @@ def convert_fp32(source: Path, work: Path) -> None:
     # OpenVINO's PyTorch frontend logs an error when its optional input wrapper does not fit,
     # then carries on with the model as it is: noise for the user.
     logging.getLogger("openvino.frontend.pytorch.utils").setLevel(logging.CRITICAL)
+    # The conversion imports nncf.torch, whose import of torch's C++-extension builder warns
+    # "No CUDA runtime is found" on any machine with a CUDA toolkit but no NVIDIA GPU: nothing
+    # here builds an extension or uses CUDA.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     main_export(
         str(source),
         output=work,
