@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +22,8 @@ from edge_gesture.capture import (
     source_kind,
 )
 from edge_gesture.config import CaptureConfig
+from tests.mosquitto import free_port
+from tests.silent_stream import SilentStream
 
 
 def frame(i: int) -> Frame:
@@ -289,35 +290,6 @@ def test_file_keeps_its_own_size_whatever_the_camera_size(tmp_path):
 # ---------------------------------------------------------------- why a source is unavailable
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _SilentServer:
-    """An RTSP server that accepts connections and never sends a byte (a camera whose firmware
-    hangs): it counts the connections and keeps them open."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"rtsp://127.0.0.1:{self.sock.getsockname()[1]}/stream"
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                self.held.append(self.sock.accept()[0])
-            except OSError:
-                return
-
-    def close(self):
-        self.sock.close()
-        for c in self.held:
-            c.close()
-
-
 def _reasons_over_retries(cfg: CaptureConfig, opened: Callable[[], int], at_least: int) -> list:
     """Runs a source that never opens until `opened()` says it was tried `at_least` times;
     returns the warnings logged meanwhile."""
@@ -363,7 +335,7 @@ def test_a_camera_index_is_named_by_its_device_node(monkeypatch):
 
 
 def test_refused_stream_says_connection_refused_once(monkeypatch):
-    port = _closed_port()
+    port = free_port()
     cfg = CaptureConfig(source=f"rtsp://127.0.0.1:{port}/stream", reconnect_initial_s=0.01,
                         reconnect_max_s=0.02, read_timeout_s=2.0)
     warnings = _reasons_over_retries(cfg, _counting_opens(monkeypatch), at_least=4)
@@ -372,7 +344,7 @@ def test_refused_stream_says_connection_refused_once(monkeypatch):
 
 
 def test_stream_that_accepts_and_never_sends_says_so_within_the_read_timeout():
-    server = _SilentServer()
+    server = SilentStream()
     cfg = CaptureConfig(source=server.url, reconnect_initial_s=0.01, reconnect_max_s=0.02,
                         read_timeout_s=0.5)
     try:
