@@ -290,6 +290,14 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except ImportError as e:
+        if e.name != "cv2":
+            raise
+        # Plain `pip install` leaves mediapipe's desktop OpenCV owning cv2, which needs libGL.
+        print(f"error: OpenCV cannot load ({e}): install libGL (apt install libgl1 libglib2.0-0) "
+              "or swap in the headless build: pip uninstall -y opencv-contrib-python && pip install "
+              "--force-reinstall --no-deps opencv-python-headless==4.11.0.86", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
