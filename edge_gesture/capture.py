@@ -26,7 +26,7 @@ import numpy as np
 import structlog
 
 from edge_gesture.config import CaptureConfig
-from edge_gesture.errors import StartupError
+from edge_gesture.errors import StartupError, UsageError
 from edge_gesture.source_reason import camera_reason, stream_reason
 from edge_gesture.testcard import TestCard
 
@@ -109,8 +109,9 @@ def source_kind(source: str) -> SourceKind:
     return SourceKind.FILE
 
 
-class SourceError(StartupError):
-    """A source that cannot be opened at all (wrong path, unsupported file)."""
+class SourceError(StartupError, UsageError):
+    """A source that cannot be opened at all (wrong path, unsupported file): bad input, so the
+    CLI exits 2 as for a bad config."""
 
 
 def _open(source: str, kind: SourceKind, cfg: CaptureConfig):

@@ -43,7 +43,7 @@ def test_missing_video_file_is_named(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[capture]\nsource = "{tmp_path / "missing.mp4"}"\n')
     r = edge_gesture("run", "--config", str(cfg))
-    assert r.returncode == 1
+    assert r.returncode == 2  # bad input, as for a bad config
     assert "error: capture.source: no such video file" in r.stderr and "missing.mp4" in r.stderr
     assert "Traceback" not in r.stderr
 
