@@ -1,4 +1,5 @@
-"""The wiring: capture thread -> frame loop (hands, classify, decide) -> publisher.
+"""The wiring: capture thread -> frame loop (hands, classify, decide) -> publisher, and the
+frame observers that watch it (figures, systemd, stats topic, dataset; see observers.py).
 
 Everything that connects the stages lives here; each stage is usable on its own. The frame loop
 runs on the main thread and never waits on the network: the publisher has its own thread.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -20,7 +22,12 @@ from edge_gesture.gestures import classify_landmarks
 from edge_gesture.hands import Hand, HandTracker, open_hands
 from edge_gesture.hands.tracks import HandTracks
 from edge_gesture.motion import MotionTracker
-from edge_gesture.stats import PipelineStats
+from edge_gesture.observers import FrameObservers, FrameReport
+from edge_gesture.stats import PipelineStats, StatsTopic
+
+if TYPE_CHECKING:
+    from edge_gesture.health import PipelineView
+    from edge_gesture.reload import ReloadPlan
 
 log = structlog.get_logger("daemon")
 
@@ -131,8 +138,11 @@ class Daemon:
     def __init__(self, cfg: Config, publisher=None, config_path=None,
                  source_override: str | None = None):
         """`source_override` is `run --source`: kept across SIGHUP reloads of `config_path`."""
-        from edge_gesture.publish import Publisher  # paho is only needed by a running daemon
-        from edge_gesture.service import ServiceHooks
+        # paho, prometheus_client and the service side only for a running daemon, not for
+        # eval and the benchmarks that use FramePipeline alone.
+        from edge_gesture.metrics import Metrics
+        from edge_gesture.publish import Publisher
+        from edge_gesture.service import DaemonLink, ServiceHooks
 
         self.cfg = cfg
         self.vlm = None
@@ -146,14 +156,32 @@ class Daemon:
         self.capture = CaptureThread(cfg.capture, self.slot)
         self.pipeline = FramePipeline(cfg, vlm=self.vlm)
         self.publisher = publisher or Publisher(cfg)
-        self.stats = PipelineStats()
+        # The one count of frames, events and latencies: the stats topic, /metrics and
+        # systemd's status line all read it.
+        self.stats = PipelineStats(frames_read=lambda: self.capture.frames_read,
+                                   frames_dropped=lambda: self.slot.dropped)
+        self.metrics = Metrics(self.stats)
+        self._bind_metrics()
         # Set from signal handlers: the main thread only polls it (is_set), never waits on it,
         # since Event.set in a handler would deadlock on the lock an interrupted wait holds.
         self._stop = threading.Event()
         self._stop_reason: dict[str, str] | None = None
         self._stop_requested_at: float | None = None
+        self.started_at = time.monotonic()
         # systemd notify/watchdog, health and metrics, dataset, SIGHUP: after the models loaded.
-        self.service = ServiceHooks(self, config_path, source_override)
+        self.service = ServiceHooks(
+            DaemonLink(config=lambda: self.cfg, view=self.health_view,
+                       source=lambda: self.capture.source,
+                       capture_reopening=self._capture_reopening,
+                       new_publisher=self._new_publisher, apply_config=self.apply_config),
+            self.stats, self.metrics, config_path, source_override,
+            vlm_loading=self.vlm is not None)
+        # Lambdas over `self`: a reload replaces the config and the publisher.
+        self.observers = FrameObservers([
+            self.stats, self.service,
+            StatsTopic(lambda: self.cfg.mqtt.stats_interval_s, self.stats_snapshot,
+                       lambda snapshot: self.publisher.publish_stats(snapshot)),
+        ])
 
     def request_stop(self, reason: str = "signal", **detail: str) -> None:
         """Ask `run` to stop; safe in a signal handler. It logs nothing: the structlog writer
@@ -175,7 +203,9 @@ class Daemon:
                     return 0
             self.publisher.start()
             self.capture.start()
-            self.service.started()
+            dataset = self.service.started()
+            if dataset is not None:
+                self.observers.add(dataset)
             self._frame_loop()
         finally:
             self._log_stopping()
@@ -186,11 +216,10 @@ class Daemon:
         return 0
 
     def _frame_loop(self) -> None:
-        next_stats = time.monotonic() + self.cfg.mqtt.stats_interval_s
         first_frame = True
         while not self._stop.is_set():
             frame = self.slot.get(timeout=0.2)
-            now = time.monotonic()
+            report = None
             if frame is None:
                 if self.slot.closed:
                     return
@@ -198,11 +227,9 @@ class Daemon:
                 if first_frame:
                     log.info("first frame", shape=list(frame.image.shape))
                     first_frame = False
-                self._handle(frame)
-            self.service.tick(processed=frame is not None)
-            if self.cfg.mqtt.stats_interval_s and now >= next_stats:
-                self.publisher.publish_stats(self.stats_snapshot())
-                next_stats = now + self.cfg.mqtt.stats_interval_s
+                report = self._handle(frame)
+            # The one place every observer hears of this turn.
+            self.observers.feed(report)
 
     def threads_left_running(self) -> list[str]:
         """After shutdown: the daemon's threads that may still be inside native code (a VLM
@@ -224,7 +251,7 @@ class Daemon:
         else:  # an exception on the frame loop; it is reported on its way out
             log.info("stopping", reason="error")
 
-    def _handle(self, frame: Frame) -> None:
+    def _handle(self, frame: Frame) -> FrameReport:
         picked = time.monotonic()
         result = self.pipeline.process(frame)
         t0 = time.perf_counter()
@@ -232,16 +259,55 @@ class Daemon:
             log.info("gesture", gesture=ev.gesture, hand=ev.hand, confidence=ev.confidence,
                      source=ev.source, frame=frame.index)
             self.publisher.publish_event(ev)
+        state = self.pipeline.decider.state()
         if result.state_changed:
-            self.publisher.publish_state(self.pipeline.decider.state())
+            self.publisher.publish_state(state)
         timings = dict(result.timings)
         timings["publish"] = time.perf_counter() - t0
         timings["capture"] = picked - frame.read_at
-        end_to_end = time.monotonic() - frame.read_at
-        self.stats.record_frame(timings, end_to_end=end_to_end)
-        self.service.frame_done(frame, result, timings, end_to_end)
+        return FrameReport(frame, result.hands, result.observations, result.events, state,
+                           result.state_changed, timings,
+                           end_to_end=time.monotonic() - frame.read_at)
+
+    # ------------------------------------------------------------ views for the observers
+
+    def health_view(self) -> PipelineView:
+        """What /healthz, the stats `status` and systemd's Status: judge; read from any thread."""
+        from edge_gesture.health import PipelineView
+
+        vlm = self.vlm.status() if self.vlm is not None else {}
+        return PipelineView(
+            now=time.monotonic(), last_frame_at=self.stats.last_frame_at,
+            started_at=self.started_at, source_connected=self.capture.connected,
+            source_ended=self.capture.ended, source_error=self.capture.error,
+            publisher_connected=self.publisher.connected,
+            stale_after_s=self.cfg.health.stale_after_s, vlm_state=vlm.get("state"),
+            vlm_error=vlm.get("error"))
+
+    def _capture_reopening(self) -> bool:
+        c = self.capture
+        return c.is_alive() and not c.connected and not c.ended and c.error is None
+
+    def _bind_metrics(self) -> None:
+        def outbox() -> int:
+            return self.publisher.counters()["outbox"]
+
+        def dropped() -> int:
+            c = self.publisher.counters()
+            return c["dropped_stale"] + c["dropped_full"]
+
+        def vlm():
+            return self.vlm.status() if self.vlm is not None else None
+
+        # Lambdas over `self`, not bound methods: a reload may replace the publisher.
+        self.metrics.bind(
+            source_connected=lambda: self.capture.connected,
+            mqtt_connected=lambda: self.publisher.connected, mqtt_outbox=outbox,
+            mqtt_dropped=dropped, vlm=vlm)
 
     def stats_snapshot(self) -> dict:
+        from edge_gesture.health import problems
+
         extra = {}
         if self.vlm is not None:
             vlm = self.vlm.status()
@@ -250,17 +316,50 @@ class Daemon:
             extra = {"vlm": vlm,
                      "vlm_latency_ms": round(latency * 1000, 1) if latency is not None else None}
         # What /healthz would say, so Home Assistant's pipeline-status sensor shows it too.
-        status = "; ".join(self.service.check()) or "ok"
+        status = "; ".join(problems(self.health_view())) or "ok"
         # Home Assistant refuses a state longer than 255 characters (the sensor goes unknown),
         # and a VLM's error can name a long path; /healthz and the log keep the whole text.
         extra["status"] = status if len(status) <= STATUS_MAX else status[:STATUS_MAX - 1] + "…"
         return self.stats.snapshot(
-            frames_read=self.capture.frames_read,
-            frames_dropped=self.slot.dropped,
             source_connected=self.capture.connected,
             device_id=self.cfg.device_id,
             **extra,
         )
+
+    # ------------------------------------------------------------ SIGHUP reload (service.py)
+
+    def _new_publisher(self, cfg: Config):
+        # Same class as the running one; its constructor reads the password file and the TLS
+        # files, and raises StartupError naming the one it cannot use.
+        return type(self.publisher)(cfg)
+
+    def apply_config(self, plan: ReloadPlan, publisher) -> None:
+        """Apply a reload plan; `publisher`: one built for the new [mqtt] settings, or None."""
+        cfg = plan.config
+        if plan.touches("logging"):
+            from edge_gesture.logsetup import configure_logging
+
+            configure_logging(cfg.logging.level, cfg.logging.format)
+        state_changed = False
+        if plan.touches("gestures", "decide"):
+            state_changed = self.pipeline.reconfigure(cfg)
+        self.cfg = cfg
+        if publisher is not None:
+            self._replace_publisher(publisher)  # announces the current state itself
+        elif state_changed:
+            # A gesture the new list no longer has ended now: subscribers must hear it now,
+            # not whenever a later frame happens to change the state again.
+            self.publisher.publish_state(self.pipeline.decider.state())
+
+    def _replace_publisher(self, new) -> None:
+        # The last will and the topics are fixed at connect time, so new topics or a new broker
+        # mean a new connection: the old one says `offline` on its topics, the new one `online`.
+        old = self.publisher
+        old.stop(timeout=2.0)
+        new.start()
+        self.publisher = new
+        new.publish_state(self.pipeline.decider.state())
+        log.info("publisher restarted for new MQTT settings", topic_root=new.cfg.topic_root)
 
     def shutdown(self) -> None:
         """Stop every stage within STOP_BUDGET_S of the stop request: each wait takes what is
@@ -276,4 +375,4 @@ class Daemon:
         self.publisher.stop(timeout=deadline.left(keep=CLOSE_SHARE_S))
         if self.capture.is_alive():  # not started when stopped during the VLM's load
             self.capture.join(timeout=deadline.left())
-        self.service.close(timeout=deadline.left())
+        self.observers.close(timeout=deadline.left())

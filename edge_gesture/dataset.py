@@ -112,6 +112,13 @@ class DatasetWriter:
             return None
         return label
 
+    def frame_done(self, report) -> None:
+        """As a frame observer (edge_gesture/observers.py): offer each processed frame."""
+        self.offer(report.frame, report.hands, report.events, active=any(report.state.values()))
+
+    def tick(self, processed: bool) -> None:
+        pass
+
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything offered so far is on disk; False on timeout."""
         deadline = time.monotonic() + timeout

@@ -1,21 +1,23 @@
 """Prometheus metrics of one daemon, in a registry of its own.
 
-Two kinds: what the frame loop records as it goes (stage latencies, processed frames, events),
-and what other parts already count, read at scrape time through callables bound by the daemon
-(frames read and dropped by capture, MQTT connection and outbox, VLM outcomes), so nothing is
-counted twice and the frame loop pays nothing for them.
+Everything is read at scrape time, nothing is counted here: the frame loop's figures (processed
+frames, frames read and dropped, events, stage and end-to-end latencies) from the daemon's one
+`PipelineStats` (stats.py), which the stats topic reads too, so the two always agree; and what
+other parts already count (MQTT connection and outbox, VLM outcomes) through callables bound by
+the daemon. Config reloads are the one counter kept here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
-# Seconds. Hands inference sits around 10-40 ms on a NUC; the VLM path is 0.1-2 s.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5,
-                   1.0, 2.5)
+from edge_gesture.stats import LATENCY_BUCKETS, Histogram, PipelineStats
+
+__all__ = ["LATENCY_BUCKETS", "Metrics"]
 
 _PREFIX = "edge_gesture"
 
@@ -34,8 +36,6 @@ class _Live:
     """Collector over the bound callables; each is read once per scrape."""
 
     def __init__(self) -> None:
-        self.frames_read: Callable[[], int] | None = None
-        self.frames_dropped: Callable[[], int] | None = None
         self.source_connected: Callable[[], bool] | None = None
         self.mqtt_connected: Callable[[], bool] | None = None
         self.mqtt_outbox: Callable[[], int] | None = None
@@ -47,9 +47,6 @@ class _Live:
 
     def collect(self) -> Iterable[Metric]:
         for name, doc, fn in (
-            ("frames_read", "Frames read from the video source.", self.frames_read),
-            ("frames_dropped", "Frames replaced by a newer one before processing.",
-             self.frames_dropped),
             ("mqtt_events_dropped", "Events dropped unsent (outbox full or older than the "
              "maximum age).", self.mqtt_dropped),
         ):
@@ -97,24 +94,65 @@ class _Live:
                                   value=status.get("slow", 0))
 
 
+class _FromFigures:
+    """Collector over the daemon's PipelineStats: one consistent read of it per scrape."""
+
+    def __init__(self, stats: PipelineStats) -> None:
+        self.stats = stats
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        f = self.stats.figures()
+        processed = CounterMetricFamily(f"{_PREFIX}_frames_processed",
+                                        "Frames that went through the pipeline.")
+        processed.add_metric([], f.frames_processed, created=f.started)
+        yield processed
+        for name, doc, value in (
+            ("frames_read", "Frames read from the video source.", f.frames_read),
+            ("frames_dropped", "Frames replaced by a newer one before processing.",
+             f.frames_dropped),
+        ):
+            if value is not None:
+                yield CounterMetricFamily(f"{_PREFIX}_{name}", doc, value=value)
+        stages = HistogramMetricFamily(f"{_PREFIX}_stage_latency_seconds",
+                                       "Time spent in each pipeline stage per frame.",
+                                       labels=["stage"])
+        for stage, h in f.stage_latency.items():
+            _add_histogram(stages, {"stage": stage}, h)
+        yield stages
+        e2e = HistogramMetricFamily(f"{_PREFIX}_end_to_end_latency_seconds",
+                                    "From frame capture to the end of publishing its result.")
+        _add_histogram(e2e, {}, f.end_to_end)
+        yield e2e
+        events = CounterMetricFamily(
+            f"{_PREFIX}_events", "Gesture events published, by gesture, hand and source.",
+            labels=["gesture", "hand", "source"])
+        for key, (n, created) in f.events.items():
+            events.add_metric(list(key), n, created=created)
+        yield events
+
+
+def _add_histogram(family: HistogramMetricFamily, labels: dict[str, str], h: Histogram) -> None:
+    cumulative, buckets = 0, []
+    for bound, n in zip((*h.bounds, float("inf")), h.counts, strict=True):
+        cumulative += n
+        buckets.append((floatToGoString(bound), cumulative))
+    family.add_metric(list(labels.values()), buckets, h.sum)
+    # prometheus_client's own Histogram reports when each series began; kept so the exposition
+    # stays what it was when these were counted in prometheus_client objects.
+    family.add_sample(family.name + "_created", labels, h.created)
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, stats: PipelineStats | None = None) -> None:
+        """`stats`: the daemon's figures (a fresh, empty one when not given)."""
         # Private registry: two daemons in one process (tests) must not collide, and the
         # process-wide default registry would add Python GC metrics nobody asked for.
         self.registry = CollectorRegistry()
-        self.frames_processed = Counter(
-            f"{_PREFIX}_frames_processed", "Frames that went through the pipeline.",
-            registry=self.registry)
-        self.stage_seconds = Histogram(
-            f"{_PREFIX}_stage_latency_seconds", "Time spent in each pipeline stage per frame.",
-            ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.end_to_end_seconds = Histogram(
-            f"{_PREFIX}_end_to_end_latency_seconds",
-            "From frame capture to the end of publishing its result.",
-            buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.events = Counter(
-            f"{_PREFIX}_events", "Gesture events published, by gesture, hand and source.",
-            ["gesture", "hand", "source"], registry=self.registry)
+        self.stats = stats if stats is not None else PipelineStats()
+        self.registry.register(_FromFigures(self.stats))
         self.reloads = Counter(
             f"{_PREFIX}_config_reloads", "SIGHUP config reloads, by result.", ["result"],
             registry=self.registry)
@@ -122,24 +160,13 @@ class Metrics:
         self.registry.register(self.live)
 
     def bind(self, **sources: Callable) -> None:
-        """Attach scrape-time readers: frames_read, frames_dropped, source_connected,
-        mqtt_connected, mqtt_outbox, mqtt_dropped, vlm (the VLM worker's status(): "state",
-        "decisions", "failures", "slow", "skipped_<reason>" counts), each returning None when
-        that part is absent."""
+        """Attach scrape-time readers: source_connected, mqtt_connected, mqtt_outbox,
+        mqtt_dropped, vlm (the VLM worker's status(): "state", "decisions", "failures", "slow",
+        "skipped_<reason>" counts), each returning None when that part is absent."""
         for name, fn in sources.items():
             if not hasattr(self.live, name) or name.startswith("_"):
                 raise TypeError(f"unknown metric source {name!r}")
             setattr(self.live, name, fn)
-
-    def observe_frame(self, timings: Mapping[str, float], end_to_end: float | None) -> None:
-        self.frames_processed.inc()
-        for stage, seconds in timings.items():
-            self.stage_seconds.labels(stage).observe(seconds)
-        if end_to_end is not None:
-            self.end_to_end_seconds.observe(end_to_end)
-
-    def count_event(self, gesture: str, hand: str, source: str) -> None:
-        self.events.labels(gesture, hand, source).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

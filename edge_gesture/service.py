@@ -1,9 +1,10 @@
 """What running as a service adds to the frame loop: systemd readiness, status and watchdog,
 the health/metrics endpoint, dataset saving, and SIGHUP config reload.
 
-The daemon owns the pipeline; this object watches it through a handful of calls from the frame
-loop (`started`, `frame_done`, `tick`, `stopping`, `close`), all on the frame-loop thread, so
-nothing here needs a lock. Signal handlers only set flags (`request_reload`).
+`ServiceHooks` is a frame observer (edge_gesture/observers.py): every call comes from the frame
+loop's thread, so nothing here needs a lock. Signal handlers only set flags (`request_reload`).
+It knows the daemon only through a `DaemonLink`: read-only views and the reload's two steps,
+built by daemon.py, which owns the pipeline and all the wiring.
 
 Watchdog policy: WATCHDOG=1 goes out from the frame loop while frames are processed, and while
 the capture thread is knowingly reopening a lost camera (a reported, recoverable wait that a
@@ -14,20 +15,21 @@ call, or a file source that ended all stop the pings, and systemd restarts the s
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import structlog
 
-from edge_gesture.config import ConfigError, load_config
+from edge_gesture.config import Config, ConfigError, load_config
 from edge_gesture.errors import StartupError
 from edge_gesture.health import HealthServer, PipelineView, problems
 from edge_gesture.metrics import Metrics
+from edge_gesture.observers import FrameObserver
 from edge_gesture.reload import ReloadPlan, plan_reload
 from edge_gesture.sdnotify import FrameWatchdog, Notifier
-
-if TYPE_CHECKING:
-    from edge_gesture.daemon import Daemon
+from edge_gesture.stats import PipelineStats
 
 log = structlog.get_logger("service")
 
@@ -40,29 +42,45 @@ def _readiness_told(under_systemd: bool, sent: bool) -> str:
     return "READY=1 sent" if sent else "READY=1 not delivered (see the sd_notify warning)"
 
 
-class ServiceHooks:
-    def __init__(self, daemon: Daemon, config_path: Path | None = None,
-                 source_override: str | None = None, notifier: Notifier | None = None):
-        self.daemon = daemon
+@dataclass(frozen=True)
+class DaemonLink:
+    """All the service side may know of the running daemon. Callables, read when needed: a
+    reload replaces the config and the publisher."""
+
+    config: Callable[[], Config]  # the running config
+    view: Callable[[], PipelineView]  # what /healthz judges, now (any thread)
+    source: Callable[[], str]  # the video source, as the user named it
+    capture_reopening: Callable[[], bool]  # a lost camera or stream is being reopened
+    #: Reload, step 1: a publisher for the new settings, built, not started. Raises
+    #: errors.StartupError naming a password file or certificate it cannot use.
+    new_publisher: Callable[[Config], Any]
+    #: Reload, step 2: apply a plan (and swap in step 1's publisher, or None to keep the
+    #: running one); it cannot be refused any more.
+    apply_config: Callable[[ReloadPlan, Any], None]
+
+
+class ServiceHooks(FrameObserver):
+    def __init__(self, link: DaemonLink, stats: PipelineStats, metrics: Metrics,
+                 config_path: Path | None = None, source_override: str | None = None,
+                 notifier: Notifier | None = None, vlm_loading: bool = False):
+        """`stats`: the daemon's figures (frames and events for the status line); `metrics`
+        served at /metrics and counting reloads; `vlm_loading`: the VLM loads meanwhile."""
+        self.link = link
+        self.stats = stats
+        self.metrics = metrics
         self.config_path = config_path
         self.source_override = source_override
         self.notifier = notifier or Notifier()
         self.watchdog = FrameWatchdog(self.notifier)
-        self.metrics = Metrics()
         self.health: HealthServer | None = None
-        self.dataset = None
-        self.started_at = time.monotonic()
-        self.last_frame_at: float | None = None
         self.ready = False
-        self.events = 0
         # A plain flag, not a threading.Event: the handler runs on the main thread between two
         # bytecodes, possibly inside Event.clear() holding the Event's lock, and set() would then
         # wait for that lock forever.
         self._reload_requested = False
         self._next_status = 0.0
         self._last_status = ""
-        self._bind_metrics()
-        if getattr(daemon, "vlm", None) is not None:
+        if vlm_loading:
             self.notifier.status("hand models loaded; loading the VLM (a first GPU/NPU compile "
                                  "can take a minute)")
         else:
@@ -75,9 +93,10 @@ class ServiceHooks:
 
     # ------------------------------------------------------------ frame-loop side
 
-    def started(self) -> None:
-        """Capture and publisher are started: serve health, open the dataset folder."""
-        cfg = self.daemon.cfg
+    def started(self):
+        """Capture and publisher are started: serve health, open the dataset folder. Returns
+        the dataset writer (a frame observer) when [dataset] is on and its folder usable."""
+        cfg = self.link.config()
         if cfg.health.enabled:
             try:
                 self.health = HealthServer(cfg.health.host, cfg.health.port, self.check,
@@ -86,27 +105,19 @@ class ServiceHooks:
                 # The daemon's job is gestures; a taken port costs the endpoint, not the service.
                 log.error("health endpoint not started", setting="health.port",
                           address=f"{cfg.health.host}:{cfg.health.port}", error=e.strerror or str(e))
+        dataset = None
         if cfg.dataset.enabled:
             from edge_gesture.dataset import DatasetWriter, dataset_dir
 
             folder = dataset_dir(cfg)
             try:
-                self.dataset = DatasetWriter(cfg.dataset, folder)
+                dataset = DatasetWriter(cfg.dataset, folder)
                 log.info("saving dataset samples", folder=str(folder))
             except OSError as e:
                 log.error("dataset saving off", setting="dataset.dir", folder=str(folder),
                           error=e.strerror or str(e))
-        self._set_status(f"waiting for the first frame from {self.daemon.capture.source}")
-
-    def frame_done(self, frame, result, timings: dict[str, float], end_to_end: float) -> None:
-        self.last_frame_at = time.monotonic()
-        self.metrics.observe_frame(timings, end_to_end)
-        for ev in result.events:
-            self.events += 1
-            self.metrics.count_event(ev.gesture, ev.hand, ev.source)
-        if self.dataset is not None:
-            active = any(self.daemon.pipeline.decider.state().values())
-            self.dataset.offer(frame, result.hands, result.events, active=active)
+        self._set_status(f"waiting for the first frame from {self.link.source()}")
+        return dataset
 
     def tick(self, processed: bool) -> None:
         """Once per frame-loop turn, whether or not a frame came."""
@@ -116,7 +127,7 @@ class ServiceHooks:
             sent = self.notifier.ready(self._summary())
             self._next_status = now + STATUS_EVERY_S
             log.info("ready", systemd=_readiness_told(self.notifier.enabled, sent))
-        if processed or self._capture_reopening():
+        if processed or self.link.capture_reopening():
             self.watchdog.progress()
         if self._reload_requested:
             self._reload_requested = False
@@ -129,68 +140,27 @@ class ServiceHooks:
         self.notifier.stopping(f"stopping{': ' + reason if reason else ''}; publishing offline")
 
     def close(self, timeout: float = 1.0) -> None:
-        """Stop the health server and the dataset writer; the writer gets what is left of
-        `timeout` (samples still queued then are dropped: shutdown has a deadline)."""
-        end = time.monotonic() + timeout
+        """Stop the health server; no more notifications after this."""
         if self.health is not None:
             self.health.stop()
-        if self.dataset is not None:
-            self.dataset.close(timeout=max(0.0, end - time.monotonic()))
         self.notifier.close()
 
     # ------------------------------------------------------------ health and status
 
-    def view(self) -> PipelineView:
-        d = self.daemon
-        worker = getattr(d, "vlm", None)  # absent or None while [vlm] is off
-        vlm = worker.status() if worker is not None else {}
-        return PipelineView(
-            now=time.monotonic(), last_frame_at=self.last_frame_at, started_at=self.started_at,
-            source_connected=d.capture.connected, source_ended=d.capture.ended,
-            source_error=d.capture.error, publisher_connected=d.publisher.connected,
-            stale_after_s=d.cfg.health.stale_after_s, vlm_state=vlm.get("state"),
-            vlm_error=vlm.get("error"))
-
     def check(self) -> list[str]:
-        return problems(self.view())
-
-    def _capture_reopening(self) -> bool:
-        c = self.daemon.capture
-        return c.is_alive() and not c.connected and not c.ended and c.error is None
+        return problems(self.link.view())
 
     def _summary(self) -> str:
         found = self.check()
         if found:
             return "; ".join(found)
-        frames = self.daemon.stats.frames_processed
-        return (f"processing {self.daemon.capture.source}; MQTT connected; "
-                f"{frames} frames, {self.events} events")
+        return (f"processing {self.link.source()}; MQTT connected; "
+                f"{self.stats.frames_processed} frames, {self.stats.events} events")
 
     def _set_status(self, text: str) -> None:
         if text != self._last_status:
             self._last_status = text
             self.notifier.status(text)
-
-    def _bind_metrics(self) -> None:
-        d = self.daemon
-
-        def outbox() -> int:
-            return d.publisher.counters()["outbox"]
-
-        def dropped() -> int:
-            c = d.publisher.counters()
-            return c["dropped_stale"] + c["dropped_full"]
-
-        def vlm():
-            worker = getattr(d, "vlm", None)  # absent or None while [vlm] is off
-            return worker.status() if worker is not None else None
-
-        # Lambdas over `d`, not bound methods: a reload may replace the publisher.
-        self.metrics.bind(
-            frames_read=lambda: d.capture.frames_read, frames_dropped=lambda: d.slot.dropped,
-            source_connected=lambda: d.capture.connected,
-            mqtt_connected=lambda: d.publisher.connected, mqtt_outbox=outbox,
-            mqtt_dropped=dropped, vlm=vlm)
 
     # ------------------------------------------------------------ SIGHUP
 
@@ -202,7 +172,7 @@ class ServiceHooks:
             return None
         self.notifier.reloading()
         self.notifier.status(f"reloading {self.config_path}")
-        running = self.daemon.cfg
+        running = self.link.config()
         try:
             new = load_config(self.config_path)
             if self.source_override is not None:
@@ -213,14 +183,14 @@ class ServiceHooks:
             return self._refuse("bad config", str(e))
         try:
             # Everything that can fail is built before anything running is touched.
-            publisher = self._new_publisher(plan.config) if plan.touches("mqtt", "device_id") \
-                else None
+            publisher = self.link.new_publisher(plan.config) \
+                if plan.touches("mqtt", "device_id") else None
         except StartupError as e:  # its message names the setting and the file
             return self._refuse("cannot use the new settings", str(e))
         except Exception as e:  # noqa: BLE001 - a reload must never end the daemon
             return self._refuse("cannot use the new [mqtt] settings",
                                 f"mqtt: {type(e).__name__}: {e}")
-        self._apply(plan, publisher)
+        self.link.apply_config(plan, publisher)
         self.metrics.reloads.labels("applied").inc()
         log.info("config reloaded", applied=list(plan.applied),
                  needs_restart=list(plan.needs_restart))
@@ -243,35 +213,3 @@ class ServiceHooks:
         else:
             self.notifier.status(status)
         self._last_status = status
-
-    def _new_publisher(self, cfg):
-        # Same class as the running one; its constructor reads the password file and the TLS
-        # files, and raises StartupError naming the one it cannot use.
-        return type(self.daemon.publisher)(cfg)
-
-    def _apply(self, plan: ReloadPlan, publisher) -> None:
-        d, cfg = self.daemon, plan.config
-        if plan.touches("logging"):
-            from edge_gesture.logsetup import configure_logging
-
-            configure_logging(cfg.logging.level, cfg.logging.format)
-        state_changed = False
-        if plan.touches("gestures", "decide"):
-            state_changed = d.pipeline.reconfigure(cfg)
-        d.cfg = cfg
-        if publisher is not None:
-            self._replace_publisher(publisher)  # announces the current state itself
-        elif state_changed:
-            # A gesture the new list no longer has ended now: subscribers must hear it now,
-            # not whenever a later frame happens to change the state again.
-            d.publisher.publish_state(d.pipeline.decider.state())
-
-    def _replace_publisher(self, new) -> None:
-        # The last will and the topics are fixed at connect time, so new topics or a new broker
-        # mean a new connection: the old one says `offline` on its topics, the new one `online`.
-        old = self.daemon.publisher
-        old.stop(timeout=2.0)
-        new.start()
-        self.daemon.publisher = new
-        new.publish_state(self.daemon.pipeline.decider.state())
-        log.info("publisher restarted for new MQTT settings", topic_root=new.cfg.topic_root)

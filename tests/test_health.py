@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge_gesture.health import HealthServer, PipelineView, problems
 from edge_gesture.metrics import Metrics
+from edge_gesture.stats import PipelineStats
 
 
 def get(url: str, accept: str | None = None) -> tuple[int, str, str]:
@@ -74,6 +75,17 @@ def served():
     server.stop()
 
 
+@pytest.fixture
+def served_figures():
+    """/metrics over the figures of a daemon whose capture has read 120 frames, dropped 7."""
+    read, dropped = [120], [7]
+    stats = PipelineStats(frames_read=lambda: read[0], frames_dropped=lambda: dropped[0])
+    metrics = Metrics(stats)
+    server = HealthServer("127.0.0.1", 0, lambda: [], metrics.exposition).start()
+    yield f"http://127.0.0.1:{server.port}", stats, metrics, read, dropped
+    server.stop()
+
+
 def test_healthz_flips_between_200_and_503_with_reasons(served):
     url, state, _ = served
     code, ctype, body = get(url + "/healthz")
@@ -104,19 +116,16 @@ def test_unknown_path_is_404(served):
     assert get(url + "/")[0] == 404
 
 
-def test_metrics_parse_and_carry_the_pipeline_figures(served):
-    url, _, m = served
-    read, dropped = [120], [7]
-    m.bind(frames_read=lambda: read[0], frames_dropped=lambda: dropped[0],
-           source_connected=lambda: True, mqtt_connected=lambda: False,
+def test_metrics_parse_and_carry_the_pipeline_figures(served_figures):
+    url, stats, m, read, dropped = served_figures
+    m.bind(source_connected=lambda: True, mqtt_connected=lambda: False,
            mqtt_outbox=lambda: 3, mqtt_dropped=lambda: 1,
            vlm=lambda: {"state": "ok", "error": None, "decisions": 5, "failures": 2,
                         "slow": 1, "skipped_unchanged": 50, "skipped_busy": 9})
-    for _ in range(5):
-        m.observe_frame({"hands": 0.020, "classify": 0.0004, "decide": 0.0001}, 0.031)
-    m.count_event("fist", "right", "landmarks")
-    m.count_event("fist", "right", "landmarks")
-    m.count_event("ok", "left", "both")
+    events = [[("fist", "right", "landmarks")], [("fist", "right", "landmarks")],
+              [("ok", "left", "both")], [], []]
+    for fired in events:
+        stats.record_frame({"hands": 0.020, "classify": 0.0004, "decide": 0.0001}, 0.031, fired)
 
     code, ctype, text = get(url + "/metrics")
     assert code == 200 and ctype.startswith("text/plain")
@@ -160,7 +169,7 @@ def test_metrics_parse_and_carry_the_pipeline_figures(served):
 
 def test_two_daemons_in_one_process_keep_separate_metrics():
     a, b = Metrics(), Metrics()
-    a.count_event("fist", "left", "landmarks")
+    a.stats.record_frame({"hands": 0.01}, 0.02, [("fist", "left", "landmarks")])
     fb = families(b.exposition().decode())
     assert not [s for s in fb["edge_gesture_events"].samples if s.name == "edge_gesture_events_total"]
 
@@ -171,10 +180,16 @@ def test_a_source_that_raises_at_scrape_time_is_left_out_not_fatal():
     def gone():
         raise AttributeError("publisher torn down")
 
-    m.bind(mqtt_connected=gone, frames_read=lambda: 1)
+    m.bind(mqtt_connected=gone, source_connected=lambda: True)
     f = families(m.exposition().decode())
     assert "edge_gesture_mqtt_connected" not in f
-    assert "edge_gesture_frames_read" in f
+    assert "edge_gesture_source_connected" in f
+
+    # The capture's counters too: a capture torn down mid-scrape costs its line, not the scrape.
+    m = Metrics(PipelineStats(frames_read=gone, frames_dropped=lambda: 2))
+    f = families(m.exposition().decode())
+    assert "edge_gesture_frames_read" not in f
+    assert "edge_gesture_frames_dropped" in f
 
 
 def test_bind_refuses_unknown_names():
