@@ -7,6 +7,7 @@ bad file is reported with the dotted path of the field and the reason, before an
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 import re
 import tomllib
@@ -571,6 +572,87 @@ class HealthConfig(Section):
     )
 
 
+def is_loopback(host: str) -> bool:
+    """True if only this machine can reach `host`; a name other than localhost is not trusted
+    to be, since it may resolve to anything."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WebConfig(Section):
+    enabled: bool = Field(
+        False,
+        description=(
+            "Serve the live page (`/`, the picture with hands and gestures drawn on it), the "
+            "local API (`/api/...`, the stream, a WebSocket) and `/healthz` and `/metrics`. "
+            "Off by default: the picture shows people."
+        ),
+    )
+    host: str = Field(
+        "127.0.0.1",
+        description=(
+            "Address to listen on. `127.0.0.1` keeps it on this machine; any other address "
+            "(`0.0.0.0` opens it to the network) needs token_file."
+        ),
+        min_length=1,
+    )
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        9820, description="TCP port; 0 picks a free one (tests)."
+    )
+    token_file: str = Field(
+        "",
+        description=(
+            "File holding the access token (first line, at least 16 characters), asked of every "
+            "request as `Authorization: Bearer <token>` or `?token=<token>`. A bare file name is "
+            "looked up in $CREDENTIALS_DIRECTORY (systemd LoadCredential=). Empty: no token, "
+            "allowed only on a loopback host."
+        ),
+    )
+    stream_fps: Annotated[float, Field(gt=0, le=30)] = Field(
+        5.0,
+        description="Frames per second of the live picture; pictures are encoded only while "
+        "someone watches.",
+    )
+    stream_width: Annotated[int, Field(ge=160, le=3840)] = Field(
+        640, description="Width in pixels of the live picture (a smaller frame is not enlarged)."
+    )
+    max_connections: Annotated[int, Field(ge=2, le=1000)] = Field(
+        20,
+        description="Most connections open at once; one more is answered 503 and closed.",
+    )
+    max_viewers: Annotated[int, Field(ge=1, le=1000)] = Field(
+        10,
+        description=(
+            "Most live streams and WebSockets open at once (a page holds one of each); one more "
+            "is answered 503. Below max_connections, so the API still answers."
+        ),
+    )
+    request_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        10.0,
+        description=(
+            "A client that takes longer to send its request, or stays idle longer between "
+            "requests, is disconnected; an answer other than a stream or WebSocket that takes "
+            "longer is 503."
+        ),
+    )
+
+    @checks_across("host", "token_file")
+    def _token_off_loopback(self) -> Iterator[tuple[str, str]]:
+        if not self.token_file and not is_loopback(self.host):
+            yield ("token_file", f"host {self.host!r} is reachable from other machines, and the "
+                   "page shows the camera's picture: set token_file, or host = \"127.0.0.1\"")
+
+    @checks_across("max_connections", "max_viewers")
+    def _room_for_the_api(self) -> Iterator[tuple[str, str]]:
+        if self.max_viewers >= self.max_connections:
+            yield ("max_viewers", f"must be below max_connections ({self.max_connections}), or "
+                   "viewers can take every connection and the API stops answering")
+
+
 class DatasetConfig(Section):
     enabled: bool = Field(
         False,
@@ -771,6 +853,9 @@ class Config(Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
     health: HealthConfig = Field(
         default_factory=HealthConfig, description="HTTP health check and Prometheus metrics."
+    )
+    web: WebConfig = Field(
+        default_factory=WebConfig, description="The live page and local HTTP API."
     )
     dataset: DatasetConfig = Field(
         default_factory=DatasetConfig, description="Saving frames behind events for a dataset."
