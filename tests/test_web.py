@@ -30,9 +30,11 @@ from edge_gesture.decide import GestureEvent, Observation
 from edge_gesture.errors import StartupError
 from edge_gesture.gestures import classify_landmarks
 from edge_gesture.health import HealthServer
+from edge_gesture.observers import FrameReport
 from edge_gesture.publish.payloads import event_payload
 from edge_gesture.testcard import TestCard
 from edge_gesture.web import LiveFeed, WebServer
+from edge_gesture.web.observer import LiveFeedObserver
 
 REPO = Path(__file__).resolve().parent.parent
 EVENT_SCHEMA = json.loads((REPO / "edge_gesture/schemas/event.schema.json").read_text())
@@ -312,6 +314,24 @@ def test_api_state_stats_and_config_show_what_the_feed_was_given(palm):
     assert status == 200
     assert b"hunter2-secret" not in config_body
     assert json.loads(config_body)["mqtt"]["username"] == "u"
+
+
+def test_the_feed_observes_the_daemons_frame_reports(palm):
+    image, hand, obs = palm
+    feed = LiveFeed()
+    observer = LiveFeedObserver(feed)
+    frame = Frame(image, 4, time.monotonic(), 1_800_000_000.0, time.monotonic())
+
+    def report(state, changed):
+        return FrameReport(frame, [hand], [obs], [], state, changed, {"hands": 0.02}, 0.05)
+
+    observer.frame_done(report({hand.handedness: "open_palm"}, True))
+    observer.frame_done(report({hand.handedness: "fist"}, False))  # not a change: not taken
+    state = feed.state()
+    assert state["hands"][hand.handedness] == "open_palm"
+    assert state["changed_at"] == 1_800_000_000.0
+    assert [t["label"] for t in state["tracks"]] == ["open_palm"]
+    assert feed.latest_frame().frame is frame and feed.latest_frame().number == 2
 
 
 def test_figures_count_processed_and_dropped_frames_per_second():
