@@ -1,14 +1,17 @@
 """`edge-gesture bench pipeline`: processed frames/s, per-stage and end-to-end latency, peak RSS.
 
-Runs the daemon's own stages (capture thread, hands, classifier, decide, publisher) over a source,
-twice per repeat:
+Runs the daemon itself (daemon.Daemon: its capture thread, frame loop and publisher, with the
+health endpoint, dataset saving and the stats topic off) over a source, twice per repeat, and
+reads its figures from the daemon's own count (stats.PipelineStats), the one behind `/metrics`
+and the stats topic:
 - capacity: a file read frame by frame as fast as the pipeline takes frames: processed frames/s
   is what the pipeline can sustain, not the file's frame rate;
 - live: the file paced at its own frame rate, as a camera delivers, newest frame wins: the
   end-to-end latency from frame capture to the MQTT publish call, and the frames dropped.
-Repeats and reports medians, because these machines are shared and noisy. A camera, stream or
-the testcard never ends by itself, so without --seconds each run on one lasts LIVE_RUN_S; a
-progress line goes to stderr every PROGRESS_EVERY_S, whatever the source.
+The hand models and the MQTT connection are made once and kept warm over the runs. Repeats and
+reports medians, because these machines are shared and noisy. A camera, stream or the testcard
+never ends by itself, so without --seconds each run on one lasts LIVE_RUN_S; a progress line
+goes to stderr every PROGRESS_EVERY_S, whatever the source.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable
 from edge_gesture.config import load_config
 from edge_gesture.errors import UsageError
 from edge_gesture.machine import cpu_facts, cpu_line
+from edge_gesture.observers import FrameObserver, FrameReport
 
 #: Seconds per run on a source that does not end (camera, stream, testcard) without --seconds.
 LIVE_RUN_S = 20.0
@@ -67,63 +71,68 @@ def progress_line(backend: str, run: str, seconds: float) -> Callable[[int, floa
     return report
 
 
+class _RunWatch(FrameObserver):
+    """The benchmark's own observer of one run: ends it after `seconds` (0: at the source's
+    end), reports progress, and notes what the daemon does not count (the frame size, when the
+    first hand was found)."""
+
+    def __init__(self, stop: Callable[[], None], seconds: float,
+                 progress: Callable[[int, float], None] | None, count: Callable[[], int]):
+        self._stop = stop
+        self._seconds = seconds
+        self._progress = progress
+        self._count = count
+        self.start = time.monotonic()
+        self._next_progress = self.start + PROGRESS_EVERY_S
+        self.last_frame_at: float | None = None
+        self.first_t = self.first_hand_t = self.size = None
+
+    def frame_done(self, report: FrameReport) -> None:
+        frame = report.frame
+        self.last_frame_at = time.monotonic()
+        if self.first_t is None:
+            self.first_t, self.size = frame.t, (frame.image.shape[1], frame.image.shape[0])
+        if self.first_hand_t is None and report.hands:
+            self.first_hand_t = frame.t
+        if self._seconds and self.last_frame_at - self.start >= self._seconds:
+            self._stop()
+
+    def tick(self, processed: bool) -> None:
+        if self._progress is not None and (now := time.monotonic()) >= self._next_progress:
+            self._progress(self._count(), now - self.start)
+            self._next_progress += PROGRESS_EVERY_S
+
+
 def run_once(cfg, source: str, seconds: float, pipeline, publisher, realtime: bool,
              progress: Callable[[int, float], None] | None = None) -> dict:
-    from edge_gesture.capture import CaptureThread, LatestFrameSlot
-    from edge_gesture.stats import PipelineStats
+    """One run of the daemon's frame loop on `source`, with the caller's warm pipeline and
+    started publisher."""
+    from edge_gesture.daemon import Daemon
 
     # A fresh scene per run (no hand followed, new tracks and decider), so each run's events and
     # the time to find the first hand are the same.
     pipeline.start_scene()
-    slot = LatestFrameSlot()
-    capture = CaptureThread(cfg.capture.model_copy(update={"realtime": realtime}), slot, source)
-    stats = PipelineStats(keep=100_000)
-    capture.start()
-    start = time.monotonic()
-    next_progress = start + PROGRESS_EVERY_S
-    first_t = first_hand_t = size = None
-    events = 0
-    try:
-        while True:
-            frame = slot.get(timeout=1.0)
-            if progress is not None and (now := time.monotonic()) >= next_progress:
-                progress(stats.frames_processed, now - start)
-                next_progress += PROGRESS_EVERY_S
-            if frame is None:
-                if slot.closed:
-                    break
-                continue
-            picked = time.monotonic()
-            result = pipeline.process(frame)
-            if first_t is None:
-                first_t, size = frame.t, (frame.image.shape[1], frame.image.shape[0])
-            if first_hand_t is None and result.hands:
-                first_hand_t = frame.t
-            t0 = time.perf_counter()
-            events += len(result.events)
-            for ev in result.events:
-                publisher.publish_event(ev)
-            if result.state_changed:
-                publisher.publish_state(pipeline.decider.state())
-            timings = dict(result.timings, publish=time.perf_counter() - t0,
-                           capture=picked - frame.read_at)
-            stats.record_frame(timings, end_to_end=time.monotonic() - frame.read_at)
-            if seconds and time.monotonic() - start >= seconds:
-                break
-    finally:
-        capture.stop()
-        capture.join(2)
-    elapsed = time.monotonic() - start
+    # No stats topic: the figures are this report (the publisher keeps the user's [mqtt]).
+    run_cfg = cfg.model_copy(update={
+        "capture": cfg.capture.model_copy(update={"source": source, "realtime": realtime}),
+        "mqtt": cfg.mqtt.model_copy(update={"stats_interval_s": 0.0})})
+    daemon = Daemon(run_cfg, publisher, pipeline=pipeline, latency_samples=100_000)
+    stats = daemon.stats
+    watch = _RunWatch(lambda: daemon.request_stop("run length reached", seconds=f"{seconds:g}"),
+                      seconds, progress, lambda: stats.frames_processed)
+    daemon.observers.add(watch)
+    daemon.run()
+    elapsed = (watch.last_frame_at or time.monotonic()) - watch.start
     return {
         "frames": stats.frames_processed,
         "fps": stats.frames_processed / elapsed if elapsed else 0.0,
-        "dropped": slot.dropped,
+        "dropped": stats.frames_dropped,
         "latency_ms": stats.latencies(),
         # Source time from the first frame to the first frame with a hand found: with a clip whose
         # hand appears at a known time, how long a new hand takes to be found.
-        "first_hand_s": None if first_hand_t is None else first_hand_t - first_t,
-        "frame_size": size,
-        "events": events,
+        "first_hand_s": None if watch.first_hand_t is None else watch.first_hand_t - watch.first_t,
+        "frame_size": watch.size,
+        "events": stats.events,
     }
 
 
@@ -185,8 +194,15 @@ def measure(cfg, args, seconds: float) -> dict:
 
 def main(args) -> int:
     cfg = load_config(getattr(args, "config", None))
-    cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(
-        update={"source": args.source, "realtime": False, "at_end": "stop"})})
+    # The daemon's frame loop as `run` has it, without what a benchmark must not do: take the
+    # health port of a running service or save pictures. The VLM stays off as before: the
+    # pipeline is made without one.
+    cfg = cfg.model_copy(update={
+        "capture": cfg.capture.model_copy(
+            update={"source": args.source, "realtime": False, "at_end": "stop"}),
+        "health": cfg.health.model_copy(update={"enabled": False}),
+        "dataset": cfg.dataset.model_copy(update={"enabled": False}),
+    })
     check_source(args.source)
     seconds = run_seconds(args.source, args.seconds)
     backend = getattr(args, "backend", None)

@@ -136,8 +136,16 @@ class Daemon:
     """Runs the pipeline until asked to stop or until a file source ends."""
 
     def __init__(self, cfg: Config, publisher=None, config_path=None,
-                 source_override: str | None = None):
-        """`source_override` is `run --source`: kept across SIGHUP reloads of `config_path`."""
+                 source_override: str | None = None, *, pipeline: FramePipeline | None = None,
+                 latency_samples: int = 2048):
+        """`source_override` is `run --source`: kept across SIGHUP reloads of `config_path`.
+
+        `publisher` and `pipeline`, when given, are the caller's: started before `run`, and
+        stopped and closed by the caller after it (the benchmark keeps one of each, warm, over
+        its runs); the pipeline's VLM worker, if any, is the caller's too. By default the daemon
+        makes its own and stops them. `latency_samples`: how many recent frames the latency
+        percentiles cover.
+        """
         # paho, prometheus_client and the service side only for a running daemon, not for
         # eval and the benchmarks that use FramePipeline alone.
         from edge_gesture.metrics import Metrics
@@ -145,8 +153,10 @@ class Daemon:
         from edge_gesture.service import DaemonLink, ServiceHooks
 
         self.cfg = cfg
-        self.vlm = None
-        if cfg.vlm.enabled:
+        self._owns_pipeline = pipeline is None
+        self._owns_publisher = publisher is None
+        self.vlm = None if pipeline is None else pipeline.vlm
+        if pipeline is None and cfg.vlm.enabled:
             from edge_gesture.vlm.worker import VlmWorker
 
             # Loads and warms up on its own thread while MediaPipe and MQTT start.
@@ -154,11 +164,11 @@ class Daemon:
             self.vlm.start(wait_s=0)
         self.slot = LatestFrameSlot()
         self.capture = CaptureThread(cfg.capture, self.slot)
-        self.pipeline = FramePipeline(cfg, vlm=self.vlm)
+        self.pipeline = pipeline or FramePipeline(cfg, vlm=self.vlm)
         self.publisher = publisher or Publisher(cfg)
-        # The one count of frames, events and latencies: the stats topic, /metrics and
-        # systemd's status line all read it.
-        self.stats = PipelineStats(frames_read=lambda: self.capture.frames_read,
+        # The one count of frames, events and latencies: the stats topic, /metrics,
+        # systemd's status line and the benchmark all read it.
+        self.stats = PipelineStats(latency_samples, frames_read=lambda: self.capture.frames_read,
                                    frames_dropped=lambda: self.slot.dropped)
         self.metrics = Metrics(self.stats)
         self._bind_metrics()
@@ -201,7 +211,8 @@ class Daemon:
                 self.vlm.wait_ready(VLM_LOAD_WAIT_S, cancel=self._stop)
                 if self._stop.is_set():
                     return 0
-            self.publisher.start()
+            if self._owns_publisher:
+                self.publisher.start()
             self.capture.start()
             dataset = self.service.started()
             if dataset is not None:
@@ -367,12 +378,14 @@ class Daemon:
         deadline = Deadline(STOP_BUDGET_S, start=self._stop_requested_at)
         self.service.stopping()
         self.capture.stop()
-        self.pipeline.close()
-        if self.vlm is not None:
-            # Lets the decision in flight finish (a CPU decision takes well under a second); a
-            # load in progress is not waited for (see VlmWorker.stop).
-            self.vlm.stop(timeout=deadline.left(keep=PUBLISHER_SHARE_S + CLOSE_SHARE_S))
-        self.publisher.stop(timeout=deadline.left(keep=CLOSE_SHARE_S))
+        if self._owns_pipeline:
+            self.pipeline.close()
+            if self.vlm is not None:
+                # Lets the decision in flight finish (a CPU decision takes well under a second);
+                # a load in progress is not waited for (see VlmWorker.stop).
+                self.vlm.stop(timeout=deadline.left(keep=PUBLISHER_SHARE_S + CLOSE_SHARE_S))
+        if self._owns_publisher:
+            self.publisher.stop(timeout=deadline.left(keep=CLOSE_SHARE_S))
         if self.capture.is_alive():  # not started when stopped during the VLM's load
             self.capture.join(timeout=deadline.left())
         self.observers.close(timeout=deadline.left())
