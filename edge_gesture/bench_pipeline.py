@@ -1,7 +1,7 @@
 """`edge-gesture bench pipeline`: processed frames/s, per-stage and end-to-end latency, peak RSS.
 
 Runs the daemon itself (daemon.Daemon: its capture thread, frame loop and publisher, with the
-health endpoint, dataset saving and the stats topic off) over a source, twice per repeat, and
+live page, dataset saving and the stats topic off) over a source, twice per repeat, and
 reads its figures from the daemon's own count (stats.PipelineStats), the one behind `/metrics`
 and the stats topic:
 - capacity: a file read frame by frame as fast as the pipeline takes frames: processed frames/s
@@ -195,12 +195,12 @@ def measure(cfg, args, seconds: float) -> dict:
 def main(args) -> int:
     cfg = load_config(getattr(args, "config", None))
     # The daemon's frame loop as `run` has it, without what a benchmark must not do: take the
-    # health port of a running service or save pictures. The VLM stays off as before: the
+    # web port of a running service or save pictures. The VLM stays off as before: the
     # pipeline is made without one.
     cfg = cfg.model_copy(update={
         "capture": cfg.capture.model_copy(
             update={"source": args.source, "realtime": False, "at_end": "stop"}),
-        "health": cfg.health.model_copy(update={"enabled": False}),
+        "web": cfg.web.model_copy(update={"enabled": False}),
         "dataset": cfg.dataset.model_copy(update={"enabled": False}),
     })
     check_source(args.source)

@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 
+import structlog
+
 from edge_gesture import __version__
 from edge_gesture.config import Config, ConfigError, find_config_path, load_config
 from edge_gesture.errors import StartupError, UsageError
@@ -35,7 +37,7 @@ def cmd_check_config(args) -> int:
         cfg, problems, unusable = e.partial, e.problems, e.unusable
     found = preflight.check(cfg, deep=args.deep, unusable=unusable)
     problems = problems + found.problems
-    for note in found.notes:
+    for note in cfg.notes + found.notes:
         print(f"note: {note}", file=sys.stderr)
     if problems:
         for problem in problems:
@@ -56,6 +58,8 @@ def cmd_run(args) -> int:
     if args.source:
         cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"source": args.source})})
     configure_logging(cfg.logging.level, cfg.logging.format)
+    for note in cfg.notes:
+        structlog.get_logger("config").warning("config note", note=note)
 
     from edge_gesture.daemon import Daemon
 

@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -552,26 +553,6 @@ class LoggingConfig(Section):
     )
 
 
-class HealthConfig(Section):
-    enabled: bool = Field(
-        False, description="Serve `/healthz` and `/metrics` (Prometheus) over HTTP."
-    )
-    host: str = Field(
-        "127.0.0.1",
-        description=(
-            "Address to listen on. `127.0.0.1` keeps it on this machine; `0.0.0.0` opens it to "
-            "the network (for a Prometheus elsewhere)."
-        ),
-        min_length=1,
-    )
-    port: Annotated[int, Field(ge=0, le=65535)] = Field(
-        9820, description="TCP port; 0 picks a free one (tests)."
-    )
-    stale_after_s: Annotated[float, Field(gt=0, le=300)] = Field(
-        5.0, description="No processed frame for this long makes `/healthz` answer 503."
-    )
-
-
 def is_loopback(host: str) -> bool:
     """True if only this machine can reach `host`; a name other than localhost is not trusted
     to be, since it may resolve to anything."""
@@ -630,6 +611,9 @@ class WebConfig(Section):
             "Most live streams and WebSockets open at once (a page holds one of each); one more "
             "is answered 503. Below max_connections, so the API still answers."
         ),
+    )
+    stale_after_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        5.0, description="No processed frame for this long makes `/healthz` answer 503."
     )
     request_timeout_s: Annotated[float, Field(gt=0, le=300)] = Field(
         10.0,
@@ -834,6 +818,13 @@ class VlmConfig(Section):
 
 
 class Config(Section):
+    #: What parse_config tells the user without refusing the file (an old section name).
+    _notes: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self._notes)
+
     device_id: str = Field(
         "edge-gesture",
         description="This device's name in topics and Home Assistant; no '+', '#' or '/'.",
@@ -851,11 +842,9 @@ class Config(Section):
     motion: MotionConfig = Field(default_factory=MotionConfig, description="Swipes and waves.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Where events are published.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
-    health: HealthConfig = Field(
-        default_factory=HealthConfig, description="HTTP health check and Prometheus metrics."
-    )
     web: WebConfig = Field(
-        default_factory=WebConfig, description="The live page and local HTTP API."
+        default_factory=WebConfig,
+        description="The live page, the local HTTP API, `/healthz` and `/metrics`.",
     )
     dataset: DatasetConfig = Field(
         default_factory=DatasetConfig, description="Saving frames behind events for a dataset."
@@ -980,6 +969,8 @@ def parse_config(data: dict, origin: Path | str = "<config>") -> Config:
     validated first; the failed ones are set aside at their defaults, and each check across
     fields runs on the rest when every field it reads is valid."""
     problems: list[str] = []
+    notes: list[str] = []
+    data = _renamed_sections(data, problems, notes)
     unusable: set[Loc] = set()
     try:
         cfg = Config.model_validate(data, context=_FIELDS_ONLY)
@@ -988,12 +979,29 @@ def parse_config(data: dict, origin: Path | str = "<config>") -> Config:
         cfg, unusable = _fields_valid_part(data, err)
     if cfg is not None:
         problems += _disagreements(cfg, unusable)
+    if cfg is not None:
+        cfg._notes = notes
     if problems:
         raise ConfigError(
-            "\n".join([f"{origin}: {len(problems)} problem(s)", *(f"  {p}" for p in problems)]),
+            "\n".join([f"{origin}: {len(problems)} problem(s)", *(f"  {p}" for p in problems),
+                       *(f"  (note: {n})" for n in notes)]),
             problems=problems, partial=cfg, unusable=frozenset(_dotted(u) for u in unusable),
         )
     return cfg
+
+
+def _renamed_sections(data: dict, problems: list[str], notes: list[str]) -> dict:
+    """Configs written before [web] replaced [health] keep working: the section moves over
+    (its keys are all [web]'s), with a note asking for the rename. Both at once is ambiguous."""
+    if "health" not in data:
+        return data
+    if "web" in data:
+        problems.append("health: [health] is now part of [web]; move its settings into [web] and "
+                        "remove [health]")
+        return {k: v for k, v in data.items() if k != "health"}
+    notes.append("[health] is now [web] (the same enabled, host, port and stale_after_s, and the "
+                 "live page beside /healthz and /metrics): rename the section")
+    return {("web" if k == "health" else k): v for k, v in data.items()}
 
 
 def find_config_path(explicit: str | os.PathLike | None = None) -> Path:

@@ -40,7 +40,7 @@ VLM_LOAD_WAIT_S = 120.0
 STOP_BUDGET_S = 3.0
 #: Kept for the publisher however long the VLM's last decision runs: `offline` must go out.
 PUBLISHER_SHARE_S = 1.5
-#: Kept after the publisher for the capture thread, the health server and the dataset writer.
+#: Kept after the publisher for the capture thread, the web server and the dataset writer.
 CLOSE_SHARE_S = 0.5
 
 #: Longest stats `status`: Home Assistant's limit for a sensor's state.
@@ -192,6 +192,16 @@ class Daemon:
             StatsTopic(lambda: self.cfg.mqtt.stats_interval_s, self.stats_snapshot,
                        lambda snapshot: self.publisher.publish_stats(snapshot)),
         ])
+        self.page = None
+        if cfg.web.enabled:
+            from edge_gesture.health import problems
+            from edge_gesture.web.observer import LivePage
+
+            # Reads web.token_file now: a missing token stops the start, naming it.
+            self.page = LivePage(cfg.web, check=lambda: problems(self.health_view()),
+                                 metrics=self.metrics.exposition, stats=self.live_stats,
+                                 mqtt=lambda: self.publisher.counters(), config=lambda: self.cfg)
+            self.observers.add(self.page)
 
     def request_stop(self, reason: str = "signal", **detail: str) -> None:
         """Ask `run` to stop; safe in a signal handler. It logs nothing: the structlog writer
@@ -211,6 +221,9 @@ class Daemon:
                 self.vlm.wait_ready(VLM_LOAD_WAIT_S, cancel=self._stop)
                 if self._stop.is_set():
                     return 0
+            if self.page is not None:
+                # Before MQTT says `online`: a taken port ends the start (exit 1), naming it.
+                log.info("live page", url=self.page.start())
             if self._owns_publisher:
                 self.publisher.start()
             self.capture.start()
@@ -266,10 +279,11 @@ class Daemon:
         picked = time.monotonic()
         result = self.pipeline.process(frame)
         t0 = time.perf_counter()
+        published = []
         for ev in result.events:
             log.info("gesture", gesture=ev.gesture, hand=ev.hand, confidence=ev.confidence,
                      source=ev.source, frame=frame.index)
-            self.publisher.publish_event(ev)
+            published.append(self.publisher.event_json(ev, self.publisher.publish_event(ev)))
         state = self.pipeline.decider.state()
         if result.state_changed:
             self.publisher.publish_state(state)
@@ -278,7 +292,7 @@ class Daemon:
         timings["capture"] = picked - frame.read_at
         return FrameReport(frame, result.hands, result.observations, result.events, state,
                            result.state_changed, timings,
-                           end_to_end=time.monotonic() - frame.read_at)
+                           end_to_end=time.monotonic() - frame.read_at, published=published)
 
     # ------------------------------------------------------------ views for the observers
 
@@ -292,7 +306,7 @@ class Daemon:
             started_at=self.started_at, source_connected=self.capture.connected,
             source_ended=self.capture.ended, source_error=self.capture.error,
             publisher_connected=self.publisher.connected,
-            stale_after_s=self.cfg.health.stale_after_s, vlm_state=vlm.get("state"),
+            stale_after_s=self.cfg.web.stale_after_s, vlm_state=vlm.get("state"),
             vlm_error=vlm.get("error"))
 
     def _capture_reopening(self) -> bool:
@@ -317,6 +331,19 @@ class Daemon:
             mqtt_dropped=dropped, vlm=vlm)
 
     def stats_snapshot(self) -> dict:
+        """The stats topic's message; its rates run from the previous call."""
+        return self.stats.snapshot(source_connected=self.capture.connected,
+                                   device_id=self.cfg.device_id, **self._status_figures())
+
+    def live_stats(self) -> dict:
+        """The live page's figures: the stats topic's counts without touching its rates."""
+        s = self.stats
+        return {"frames_read": s.frames_read or 0, "frames_processed": s.frames_processed,
+                "frames_dropped": s.frames_dropped or 0, "events": s.events,
+                "latency_ms": s.latencies(), "source_connected": self.capture.connected,
+                "device_id": self.cfg.device_id, **self._status_figures()}
+
+    def _status_figures(self) -> dict:
         from edge_gesture.health import problems
 
         extra = {}
@@ -331,11 +358,7 @@ class Daemon:
         # Home Assistant refuses a state longer than 255 characters (the sensor goes unknown),
         # and a VLM's error can name a long path; /healthz and the log keep the whole text.
         extra["status"] = status if len(status) <= STATUS_MAX else status[:STATUS_MAX - 1] + "…"
-        return self.stats.snapshot(
-            source_connected=self.capture.connected,
-            device_id=self.cfg.device_id,
-            **extra,
-        )
+        return extra
 
     # ------------------------------------------------------------ SIGHUP reload (service.py)
 

@@ -76,11 +76,12 @@ def render_unit(template: str, program: list[str]) -> str:
 
 
 def service_config(template: str, source: str) -> str:
-    """The shipped config.toml with what a service needs: a real camera and the health endpoint.
+    """The shipped config.toml with what a service needs: a real camera and the live page with
+    `/healthz` and `/metrics`, on this machine only (127.0.0.1, the shipped default).
 
     Edits the two lines in place, so every comment of the documented file is kept.
     """
-    wanted = {("capture", "source"): json.dumps(source), ("health", "enabled"): "true"}
+    wanted = {("capture", "source"): json.dumps(source), ("web", "enabled"): "true"}
     out, section, done = [], "", set()
     for line in template.splitlines(keepends=True):
         m = re.match(r"^\s*\[([A-Za-z0-9_.]+)\]\s*$", line)
@@ -96,8 +97,8 @@ def service_config(template: str, source: str) -> str:
         raise InstallError(f"the packaged config.toml lacks {sorted('.'.join(k) for k in missing)}")
     text = "".join(out)
     cfg = parse_config(tomllib.loads(text), "service config.toml")  # never install a bad file
-    if cfg.capture.source != source or not cfg.health.enabled:
-        raise InstallError("could not set capture.source and health.enabled in config.toml")
+    if cfg.capture.source != source or not cfg.web.enabled:
+        raise InstallError("could not set capture.source and web.enabled in config.toml")
     return text
 
 

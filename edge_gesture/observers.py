@@ -49,6 +49,7 @@ class FrameReport:
     timings: Mapping[str, float]  # seconds per stage: capture (waiting in the slot), hands,
     #                               classify, motion, decide, publish
     end_to_end: float  # seconds from the frame's read to the end of its publish calls
+    published: Sequence[bytes] = ()  # each event's MQTT payload, as the publisher sends it
 
 
 class FrameObserver(Protocol):

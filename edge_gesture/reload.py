@@ -2,7 +2,7 @@
 
 Thresholds, the gesture list, MQTT settings (topics included: the publisher is replaced) and
 logging apply at once. Anything that needs devices reopened or models recompiled (capture,
-hands, the VLM, the health listener, folders) keeps its running value until a restart, and the
+hands, the VLM, the web server, folders) keeps its running value until a restart, and the
 log names each such field. Sections added later default to "needs a restart", the safe side.
 """
 
@@ -22,7 +22,7 @@ LIVE = (
     "motion",
     "mqtt",
     "logging",
-    "health.stale_after_s",
+    "web.stale_after_s",
 )
 
 

@@ -1,5 +1,6 @@
 """What running as a service adds to the frame loop: systemd readiness, status and watchdog,
-the health/metrics endpoint, dataset saving, and SIGHUP config reload.
+dataset saving, and SIGHUP config reload (the web server with /healthz and /metrics is
+web/, wired in daemon.py).
 
 `ServiceHooks` is a frame observer (edge_gesture/observers.py): every call comes from the frame
 loop's thread, so nothing here needs a lock. Signal handlers only set flags (`request_reload`).
@@ -24,7 +25,7 @@ import structlog
 
 from edge_gesture.config import Config, ConfigError, load_config
 from edge_gesture.errors import StartupError
-from edge_gesture.health import HealthServer, PipelineView, problems
+from edge_gesture.health import PipelineView, problems
 from edge_gesture.metrics import Metrics
 from edge_gesture.observers import FrameObserver
 from edge_gesture.reload import ReloadPlan, plan_reload
@@ -72,7 +73,6 @@ class ServiceHooks(FrameObserver):
         self.source_override = source_override
         self.notifier = notifier or Notifier()
         self.watchdog = FrameWatchdog(self.notifier)
-        self.health: HealthServer | None = None
         self.ready = False
         # A plain flag, not a threading.Event: the handler runs on the main thread between two
         # bytecodes, possibly inside Event.clear() holding the Event's lock, and set() would then
@@ -94,17 +94,9 @@ class ServiceHooks(FrameObserver):
     # ------------------------------------------------------------ frame-loop side
 
     def started(self):
-        """Capture and publisher are started: serve health, open the dataset folder. Returns
-        the dataset writer (a frame observer) when [dataset] is on and its folder usable."""
+        """Capture and publisher are started: open the dataset folder. Returns the dataset
+        writer (a frame observer) when [dataset] is on and its folder usable."""
         cfg = self.link.config()
-        if cfg.health.enabled:
-            try:
-                self.health = HealthServer(cfg.health.host, cfg.health.port, self.check,
-                                           self.metrics.exposition).start()
-            except OSError as e:
-                # The daemon's job is gestures; a taken port costs the endpoint, not the service.
-                log.error("health endpoint not started", setting="health.port",
-                          address=f"{cfg.health.host}:{cfg.health.port}", error=e.strerror or str(e))
         dataset = None
         if cfg.dataset.enabled:
             from edge_gesture.dataset import DatasetWriter, dataset_dir
@@ -140,9 +132,7 @@ class ServiceHooks(FrameObserver):
         self.notifier.stopping(f"stopping{': ' + reason if reason else ''}; publishing offline")
 
     def close(self, timeout: float = 1.0) -> None:
-        """Stop the health server; no more notifications after this."""
-        if self.health is not None:
-            self.health.stop()
+        """No more notifications after this."""
         self.notifier.close()
 
     # ------------------------------------------------------------ health and status

@@ -189,7 +189,7 @@ reconnect_max_s = 0.5
 [mqtt]
 port = {broker_port}
 stats_interval_s = 0
-[health]
+[web]
 enabled = true
 port = @HEALTH_PORT@
 stale_after_s = 1.0

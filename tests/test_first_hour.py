@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from tests.logs import json_log_lines
+from tests.mosquitto import free_port
 from tests.mqtt_recorder import Recorder, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -20,21 +22,23 @@ REPO = Path(__file__).resolve().parent.parent
 ROOT = "edge_gesture/sofa"
 
 
-def user_config(folder: Path, port: int) -> Path:
+def user_config(folder: Path, port: int, page_port: int = 0) -> Path:
     """The shipped config.toml with only the broker changed, as a user would edit it."""
     text = (REPO / "config.toml").read_text()
     text = text.replace('device_id = "edge-gesture"', 'device_id = "sofa"', 1)
     text = text.replace("port = 1883", f"port = {port}", 1).replace('host = "localhost"',
                                                                     'host = "127.0.0.1"', 1)
     text = text.replace("stats_interval_s = 10.0", "stats_interval_s = 2.0", 1)
-    assert f"port = {port}" in text and 'device_id = "sofa"' in text, "config.toml changed shape"
+    text = text.replace("port = 9820", f"port = {page_port}", 1)
+    assert f"port = {port}" in text and f"port = {page_port}" in text, "config.toml changed shape"
     path = folder / "mine.toml"
     path.write_text(text)
     return path
 
 
 def test_script_run_on_the_test_pattern_from_the_users_folder(tmp_path, broker):
-    user_config(tmp_path, broker.port)
+    page_port = free_port()
+    user_config(tmp_path, broker.port, page_port)
     rec = Recorder(broker.port, [f"{ROOT}/#", "homeassistant/#"])
     # The caller's folder is not the repository, and the config is named relative to it.
     proc = subprocess.Popen([str(REPO / "script" / "run"), "--config", "mine.toml"], cwd=tmp_path,
@@ -48,6 +52,9 @@ def test_script_run_on_the_test_pattern_from_the_users_folder(tmp_path, broker):
         stats = rec.wait_count("/stats", 2, timeout=30)
         # The shipped config watches the test pattern, so frames flow with no camera attached.
         assert stats[-1].json()["frames_processed"] > 0, stats[-1].json()
+        # The shipped config turns the live page on, on this machine only, and the log says where.
+        with urllib.request.urlopen(f"http://127.0.0.1:{page_port}/", timeout=10) as page:
+            assert page.status == 200 and b"edge-gesture" in page.read()
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -56,6 +63,8 @@ def test_script_run_on_the_test_pattern_from_the_users_folder(tmp_path, broker):
     assert out == "", "the daemon's log goes to stderr only"
     events = [e["event"] for e in json_log_lines(err)]
     assert "ready" in events and "mqtt connected" in events, events
+    assert [e["url"] for e in json_log_lines(err) if e["event"] == "live page"] == [
+        f"http://127.0.0.1:{page_port}/"]
 
 
 def test_script_run_takes_a_clip_named_relative_to_the_users_folder(tmp_path, broker):

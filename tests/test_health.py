@@ -9,9 +9,11 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge_gesture.health import HealthServer, PipelineView, problems
+from edge_gesture.config import WebConfig
+from edge_gesture.health import PipelineView, problems
 from edge_gesture.metrics import Metrics
 from edge_gesture.stats import PipelineStats
+from edge_gesture.web import LiveFeed, WebServer
 
 
 def get(url: str, accept: str | None = None) -> tuple[int, str, str]:
@@ -65,12 +67,15 @@ def test_both_problems_reported_together():
         "video source ended", "MQTT broker not connected"]
 
 
+def web_server(check, metrics) -> WebServer:
+    return WebServer(WebConfig(enabled=True, port=0), LiveFeed(), check, metrics).start()
+
+
 @pytest.fixture
 def served():
     state = {"reasons": []}
     metrics = Metrics()
-    server = HealthServer("127.0.0.1", 0, lambda: list(state["reasons"]), metrics.exposition)
-    server.start()
+    server = web_server(lambda: list(state["reasons"]), metrics.exposition)
     yield f"http://127.0.0.1:{server.port}", state, metrics
     server.stop()
 
@@ -81,7 +86,7 @@ def served_figures():
     read, dropped = [120], [7]
     stats = PipelineStats(frames_read=lambda: read[0], frames_dropped=lambda: dropped[0])
     metrics = Metrics(stats)
-    server = HealthServer("127.0.0.1", 0, lambda: [], metrics.exposition).start()
+    server = web_server(lambda: [], metrics.exposition)
     yield f"http://127.0.0.1:{server.port}", stats, metrics, read, dropped
     server.stop()
 
@@ -103,7 +108,7 @@ def test_a_check_that_raises_answers_503_not_a_dropped_connection():
     def broken():
         raise RuntimeError("publisher gone")
 
-    server = HealthServer("127.0.0.1", 0, broken, lambda: b"").start()
+    server = web_server(broken, lambda: b"")
     try:
         code, _, body = get(f"http://127.0.0.1:{server.port}/healthz")
     finally:
@@ -113,7 +118,7 @@ def test_a_check_that_raises_answers_503_not_a_dropped_connection():
 
 def test_unknown_path_is_404(served):
     url, _, _ = served
-    assert get(url + "/")[0] == 404
+    assert get(url + "/nothing-here")[0] == 404
 
 
 def test_metrics_parse_and_carry_the_pipeline_figures(served_figures):
@@ -196,11 +201,3 @@ def test_bind_refuses_unknown_names():
     with pytest.raises(TypeError, match="frames_eaten"):
         Metrics().bind(frames_eaten=lambda: 1)
 
-
-def test_taken_port_is_reported_at_construction():
-    first = HealthServer("127.0.0.1", 0, lambda: [], lambda: b"")
-    try:
-        with pytest.raises(OSError):
-            HealthServer("127.0.0.1", first.port, lambda: [], lambda: b"")
-    finally:
-        first.stop()

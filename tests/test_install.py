@@ -40,13 +40,13 @@ def test_installs_unit_config_and_folders(tmp_path):
     cfg_path = tmp_path / "etc/edge-gesture/config.toml"
     cfg = load_config(cfg_path)
     assert cfg.capture.source == "/dev/video2"
-    assert cfg.health.enabled and cfg.health.host == "127.0.0.1"
-    # The documented file, comments and all, with only the two service values changed.
+    assert cfg.web.enabled and cfg.web.host == "127.0.0.1" and not cfg.web.token_file
+    # The documented file, comments and all, with only the camera changed.
     shipped_cfg = (REPO / "config.toml").read_text().splitlines()
     installed_cfg = cfg_path.read_text().splitlines()
     assert len(installed_cfg) == len(shipped_cfg)
     assert [a for a, b in zip(installed_cfg, shipped_cfg, strict=True) if a != b] == [
-        'source = "/dev/video2"', "enabled = true"]
+        'source = "/dev/video2"']
     assert oct(cfg_path.stat().st_mode & 0o777) == "0o644"
 
     assert (tmp_path / "var/lib/edge-gesture/models").is_dir()

@@ -158,8 +158,7 @@ class Publisher:
         now = self._clock()
         wall = ev.wall if ev.wall > 0 else time.time()
         seq = next(self._seq)
-        render = functools.partial(payloads.event_payload, ev, device_id=self.cfg.device_id,
-                                   run_id=self.run_id, sequence=seq, wall=wall)
+        render = functools.partial(self.event_json, ev, seq, wall)
         self._outbox.put(Pending("event", now, self.topics.event, self.cfg.mqtt.qos, False, render))
         for action in self._actions.get(ev.gesture, ()):
             if action.hand in ("any", ev.hand):
@@ -167,6 +166,14 @@ class Publisher:
                                          action.payload.encode))
         self._poke()
         return seq
+
+    def event_json(self, ev: Any, sequence: int, wall: float | None = None) -> bytes:
+        """Event `sequence`'s MQTT payload (rendered on the publisher's thread when sent); the
+        live page shows these same bytes."""
+        if wall is None:
+            wall = ev.wall if ev.wall > 0 else time.time()
+        return payloads.event_payload(ev, device_id=self.cfg.device_id, run_id=self.run_id,
+                                      sequence=sequence, wall=wall)
 
     def publish_state(self, state: dict[str, str | None]) -> None:
         """The active gesture per hand; retained, and re-published on every reconnect."""
