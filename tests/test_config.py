@@ -142,3 +142,13 @@ def test_check_config_cli_exit_codes(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert "mqtt.qos" in r.stderr
+
+
+def test_an_old_health_section_loads_as_web_with_a_note_and_both_at_once_are_refused():
+    cfg = parse_config({"health": {"enabled": True, "port": 9901, "stale_after_s": 2.0}})
+    assert (cfg.web.enabled, cfg.web.port, cfg.web.stale_after_s) == (True, 9901, 2.0)
+    assert len(cfg.notes) == 1 and "rename" in cfg.notes[0] and "[web]" in cfg.notes[0]
+    assert "health: [health] is now part of [web]" in error_of({"health": {}, "web": {}})
+    # The page shows people: an old [health] open to the network needs a token now.
+    msg = error_of({"health": {"enabled": True, "host": "0.0.0.0"}})
+    assert "web.token_file" in msg and "[health] is now [web]" in msg

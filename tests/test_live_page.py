@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -145,3 +146,31 @@ def test_the_page_shows_events_and_a_moving_picture_and_keeps_strangers_out(daem
     assert seqs == sorted(seqs) and {ev["gesture"] for ev in events} & set(LABELS)
     # Every event MQTT carried in the span the API returned is in it.
     assert {s for s in published if seqs[0] <= s <= seqs[-1]} <= set(seqs)
+
+
+def test_a_taken_port_stops_the_start_naming_it_before_mqtt_says_online(tmp_path, broker):
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    cfg = tmp_path / "taken.toml"
+    cfg.write_text(f"""
+device_id = "taken"
+[capture]
+source = "testcard"
+[mqtt]
+port = {broker.port}
+[web]
+enabled = true
+port = {port}
+""")
+    rec = Recorder(broker.port, "edge_gesture/taken/#")
+    try:
+        run = subprocess.run([sys.executable, "-m", "edge_gesture", "run", "--config", str(cfg)],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+        time.sleep(0.5)
+        assert run.returncode == 1, run.stderr[-2000:]
+        errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and f"web.port: 127.0.0.1:{port} is already in use" in errors[0]
+        assert rec.on("/availability") == []  # never announced online
+    finally:
+        rec.close()
+        taken.close()
