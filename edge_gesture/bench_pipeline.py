@@ -23,11 +23,15 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from edge_gesture.config import load_config
 from edge_gesture.errors import UsageError
 from edge_gesture.machine import cpu_facts, cpu_line
 from edge_gesture.observers import FrameObserver, FrameReport
+
+if TYPE_CHECKING:
+    from edge_gesture.daemon import Daemon
 
 #: Seconds per run on a source that does not end (camera, stream, testcard) without --seconds.
 LIVE_RUN_S = 20.0
@@ -104,9 +108,11 @@ class _RunWatch(FrameObserver):
 
 
 def run_once(cfg, source: str, seconds: float, pipeline, publisher, realtime: bool,
-             progress: Callable[[int, float], None] | None = None) -> dict:
+             progress: Callable[[int, float], None] | None = None,
+             attach: Callable[[Daemon], None] | None = None) -> dict:
     """One run of the daemon's frame loop on `source`, with the caller's warm pipeline and
-    started publisher."""
+    started publisher. `attach(daemon)`, before it runs: another bench's hook to add its own
+    observers (bench web's viewers)."""
     from edge_gesture.daemon import Daemon
 
     # A fresh scene per run (no hand followed, new tracks and decider), so each run's events and
@@ -121,6 +127,8 @@ def run_once(cfg, source: str, seconds: float, pipeline, publisher, realtime: bo
     watch = _RunWatch(lambda: daemon.request_stop("run length reached", seconds=f"{seconds:g}"),
                       seconds, progress, lambda: stats.frames_processed)
     daemon.observers.add(watch)
+    if attach is not None:
+        attach(daemon)
     daemon.run()
     elapsed = (watch.last_frame_at or time.monotonic()) - watch.start
     return {

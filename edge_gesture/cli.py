@@ -167,6 +167,12 @@ def cmd_bench_vlm(args) -> int:
     return bench_main(args)
 
 
+def cmd_bench_web(args) -> int:
+    from edge_gesture.bench_web import main as bench_main
+
+    return bench_main(args)
+
+
 def cmd_discovery(args) -> int:
     from edge_gesture.publish import Topics
     from edge_gesture.publish.discovery import (
@@ -271,6 +277,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     vlm_bench_arguments(bv)
     bv.set_defaults(func=cmd_bench_vlm)
+    bw = bsub.add_parser(
+        "web", help="what viewers of the live page cost: processed frames/s and end-to-end "
+        "latency with no viewer and with N, and how soon an event reaches the page",
+        description="Runs the daemon with [web] on (127.0.0.1, a free port, no token) over the "
+        "source paced in real time as a camera delivers it (a file at its own frame rate, newest "
+        "frame wins; each run starts the file over with a fresh scene), once with nobody "
+        "connected and once with N clients reading /stream.mjpg plus one on /ws, alternating "
+        "(ABBA), and reports medians. Paced, not as fast as possible: frames/s is what a user "
+        "gets, and both conditions see the same frames at the same times; a pipeline with time "
+        "to spare hides the viewers' cost in it, so the process's CPU use is reported too. The "
+        "clients run in this process, as a browser on the same machine would share its CPU, and "
+        "read its clock: an event's time to the page runs on time.monotonic() from the end of "
+        "the publish calls for its frame (frame read_at plus the daemon's end-to-end time) to "
+        "the WebSocket message's arrival, matched by the event JSON's run_id and sequence.")
+    bw.add_argument("--source", required=True, help="video file (or any capture source)")
+    bw.add_argument("--viewers", type=int, default=5, help="clients reading /stream.mjpg")
+    bw.add_argument("--repeats", type=int, default=3,
+                    help="runs of each condition, alternated; medians reported")
+    bw.add_argument("--seconds", type=float,
+                    help="length of each run, a file looping to fill it (default: a file once "
+                    f"to its end, {LIVE_RUN_S:g} s for a camera, stream or testcard)")
+    bw.add_argument("--json", action="store_true")
+    bw.add_argument("--config", "-c", default=argparse.SUPPRESS)
+    bw.set_defaults(func=cmd_bench_web)
 
     dc = sub.add_parser("discovery", help="show the Home Assistant discovery message, or "
                         "--remove it from the broker")

@@ -150,3 +150,26 @@ def test_bench_range_json(tmp_path, gesture_data):
         assert not has_keys(r, {"accuracy", "images", "hands_found", "events_on_none", "hands_ms_p50"})
     assert rows[0]["accuracy"] == 1.0 and rows[0]["hands_found"] == 1.0
     assert rows[1]["hands_found"] is None and rows[1]["events_on_none"] == 0
+
+
+def test_bench_web_json(tmp_path, broker, tiny_video):
+    # Two short runs, one with nobody on the live page and one with two viewers and the page's
+    # WebSocket; the tiny clip loops to fill each run.
+    cfg = write_config(tmp_path, broker.port)
+    report = edge_gesture("bench", "web", "--source", str(tiny_video), "--viewers", "2",
+                          "--repeats", "1", "--seconds", "3", "--json", "--config", str(cfg),
+                          cwd=tmp_path)
+    assert not has_keys(report, {
+        "cpu", "source", "frame_size", "seconds_per_run", "repeats", "viewers", "stream_fps",
+        "no_viewer", "with_viewers", "fps_ratio", "event_to_page_ms", "capture_to_page_ms",
+        "broker_connected"})
+    assert report["cpu"]["model"] and report["frame_size"] == [640, 480]
+    assert report["viewers"] == 2 and report["repeats"] == 1
+    for condition in ("no_viewer", "with_viewers"):
+        assert report[condition]["fps_processed"] > 0
+        assert {"p50", "p95"} <= set(report[condition]["end_to_end_ms"])
+    assert isinstance(report["fps_ratio"], float) and report["fps_ratio"] > 0
+    # Both viewers really watched: each got pictures from the stream.
+    assert report["with_viewers"]["viewer_pictures_min"] >= 1
+    assert {"p50", "p95", "count", "missed"} <= set(report["event_to_page_ms"])
+    assert report["broker_connected"] is True
