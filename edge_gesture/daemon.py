@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -26,8 +27,10 @@ from edge_gesture.observers import FrameObservers, FrameReport
 from edge_gesture.stats import PipelineStats, StatsTopic
 
 if TYPE_CHECKING:
+    from edge_gesture.hands.geometry import Region
     from edge_gesture.health import PipelineView
     from edge_gesture.reload import ReloadPlan
+    from edge_gesture.vlm.worker import VlmAnswer
 
 log = structlog.get_logger("daemon")
 
@@ -54,6 +57,10 @@ class FrameResult:
     events: list[GestureEvent]
     state_changed: bool
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    # The squares the hand finder searched for new hands in this frame (see FrameReport).
+    search_squares: Sequence[Region] = ()
+    # Per track id, the VLM's latest answer the fusion saw; None without a VLM.
+    vlm_answers: Mapping[int, VlmAnswer] | None = None
 
 
 class FramePipeline:
@@ -89,13 +96,17 @@ class FramePipeline:
         """`found`: the hand stage's answer for this frame when the caller already has it (eval
         replays a still photo's settled hands instead of finding them again)."""
         t0 = time.perf_counter()
+        squares: Sequence[Region] = ()
         if found is None:
             found = self.tracker.detect(frame.image)
+            # The OpenVINO finder says where it searched; MediaPipe's graph does not.
+            squares = tuple(getattr(self.tracker, "search_squares", ()))
         hands = self.tracks.assign(found, frame.t)
         t1 = time.perf_counter()
         observations = [self.observe(hand) for hand in hands]
+        answers = None
         if self.vlm is not None:
-            observations = self._with_vlm(frame, hands, observations)
+            observations, answers = self._with_vlm(frame, hands, observations)
         t2 = time.perf_counter()
         motions, moving = self.motion.update(frame.t, hands, {o.track: o.label for o in observations})
         if moving:
@@ -111,7 +122,7 @@ class FramePipeline:
         t4 = time.perf_counter()
         return FrameResult(hands, observations, events, self.decider.state_changed,
                            {"hands": t1 - t0, "classify": t2 - t1, "motion": t3 - t2,
-                            "decide": t4 - t3})
+                            "decide": t4 - t3}, squares, answers)
 
     def observe(self, hand: Hand) -> Observation:
         guess = classify_landmarks(hand.landmarks, hand.handedness, aspect=hand.aspect)
@@ -120,13 +131,19 @@ class FramePipeline:
         return Observation(hand.track_id, hand.handedness, guess.label, guess.confidence, "landmarks")
 
     def _with_vlm(self, frame: Frame, hands: list[Hand], observations: list[Observation]
-                  ) -> list[Observation]:
+                  ) -> tuple[list[Observation], dict[int, VlmAnswer]]:
+        """The observations fused with the VLM's answers, and those answers by track id."""
         from edge_gesture.fuse import fuse
 
         self.vlm.submit(frame, hands)  # never waits: the worker takes it when it is free
         up = self.vlm.available
-        return [fuse(obs, self.vlm.latest(obs.track), frame.t, self.cfg.vlm, vlm_up=up)
-                for obs in observations]
+        answers = {}
+        for obs in observations:
+            answer = self.vlm.latest(obs.track)
+            if answer is not None:
+                answers[obs.track] = answer
+        return ([fuse(obs, answers.get(obs.track), frame.t, self.cfg.vlm, vlm_up=up)
+                 for obs in observations], answers)
 
     def close(self) -> None:
         self.tracker.close()
@@ -292,7 +309,8 @@ class Daemon:
         timings["capture"] = picked - frame.read_at
         return FrameReport(frame, result.hands, result.observations, result.events, state,
                            result.state_changed, timings,
-                           end_to_end=time.monotonic() - frame.read_at, published=published)
+                           end_to_end=time.monotonic() - frame.read_at, published=published,
+                           search_squares=result.search_squares, vlm_answers=result.vlm_answers)
 
     # ------------------------------------------------------------ views for the observers
 

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from edge_gesture.capture import Frame
     from edge_gesture.decide import GestureEvent, Observation
     from edge_gesture.hands import Hand
+    from edge_gesture.hands.geometry import Region
+    from edge_gesture.vlm.worker import VlmAnswer
 
 log = structlog.get_logger("observers")
 
@@ -50,6 +52,12 @@ class FrameReport:
     #                               classify, motion, decide, publish
     end_to_end: float  # seconds from the frame's read to the end of its publish calls
     published: Sequence[bytes] = ()  # each event's MQTT payload, as the publisher sends it
+    # Where the hand finder looked for new hands in this frame, in frame pixels: empty when it
+    # searched nowhere, and always with hands.backend = "mediapipe", whose graph searches the
+    # whole frame and does not say when.
+    search_squares: Sequence[Region] = ()
+    # Per track id, the VLM's latest answer this frame's fusion saw; None with [vlm] off.
+    vlm_answers: Mapping[int, VlmAnswer] | None = None
 
 
 class FrameObserver(Protocol):

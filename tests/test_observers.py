@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from edge_gesture.config import parse_config
+from edge_gesture.hands.geometry import Region
 from edge_gesture.metrics import Metrics
 from edge_gesture.observers import FrameObserver, FrameObservers, FrameReport
 from edge_gesture.stats import STAGES, PipelineStats
@@ -208,3 +209,8 @@ def test_metrics_stats_topic_and_observers_count_the_same_frames_and_events(
     assert len(errors) == 1 and errors[0]["observer"] == "Broken"
     # Each report carries the state after its frame: a held gesture shows while it lasts.
     assert any(g == "open_palm" for r in seen.reports for g in r.state.values())
+    # ...and where the hand finder searched: a new scene's first frame at the full budget (the
+    # live page draws these), and without a VLM no answers.
+    assert len(seen.reports[0].search_squares) == cfg.hands.search_squares_per_frame
+    assert all(isinstance(sq, Region) for r in seen.reports for sq in r.search_squares)
+    assert all(r.vlm_answers is None for r in seen.reports)
