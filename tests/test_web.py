@@ -25,14 +25,16 @@ import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from edge_gesture.capture import Frame
-from edge_gesture.config import ConfigError, WebConfig, parse_config
-from edge_gesture.daemon import FrameResult
+from edge_gesture.config import Config, ConfigError, HandsConfig, WebConfig, parse_config
+from edge_gesture.daemon import FramePipeline, FrameResult
 from edge_gesture.decide import GestureEvent, Observation
 from edge_gesture.errors import StartupError
 from edge_gesture.gestures import classify_landmarks
+from edge_gesture.hands.geometry import Region
 from edge_gesture.observers import FrameReport
 from edge_gesture.publish.payloads import event_payload
 from edge_gesture.testcard import TestCard
+from edge_gesture.vlm.worker import VlmAnswer
 from edge_gesture.web import LiveFeed, WebServer
 from edge_gesture.web.observer import LiveFeedObserver
 
@@ -297,7 +299,8 @@ def test_api_state_stats_and_config_show_what_the_feed_was_given(palm):
     assert set(state["hands"]) == {"left", "right"}
     assert state["tracks"] == [{"track": 3, "hand": hand.handedness, "box": list(hand.bbox),
                                 "label": "open_palm", "confidence": round(obs.confidence, 3),
-                                "source": "landmarks", "active": "open_palm"}]
+                                "source": "landmarks", "active": "open_palm", "vlm": None}]
+    assert state["search"] == {"whole_frame": False, "squares": []}
     assert state["frame"]["index"] == 7
     assert state["frame"]["width"] == image.shape[1]
     assert stats["stats"]["fps_processed"] == 29.5 and stats["mqtt"] == {"connected": True, "sent": 4}
@@ -373,6 +376,105 @@ def test_the_overlay_draws_the_hand_where_mediapipe_found_it(palm):
     away[max(0, y0 - 120):min(h, y1 + 10), max(0, x0 - 10):min(w, x1 + 260)] = False
     assert changed[away].mean() < 0.001
     assert np.array_equal(image, untouched), "the overlay was drawn on the daemon's frame"
+
+
+def overlay_of(feed: LiveFeed, report: FrameReport) -> tuple[np.ndarray, dict]:
+    """The snapshot with overlay of `report` as the daemon's LivePage would show it, and the
+    state the API gives for it."""
+    LiveFeedObserver(feed).frame_done(report)
+    with serving(feed) as srv:
+        drawn = decode(get(srv, "api/snapshot.jpg?overlay=1")[2]).astype(np.int16)
+        state = json.loads(get(srv, "api/state")[2])
+    return drawn, state
+
+
+def outline(shape: tuple[int, int], square: Region, width: int = 2) -> np.ndarray:
+    """The pixels within `width` of a square's sides."""
+    x0, y0 = round(square.cx - square.size / 2), round(square.cy - square.size / 2)
+    x1, y1 = round(square.cx + square.size / 2), round(square.cy + square.size / 2)
+    inside = np.zeros(shape, bool)
+    inside[y0 - width:y1 + width + 1, x0 - width:x1 + width + 1] = True
+    inside[y0 + width + 1:y1 - width, x0 + width + 1:x1 - width] = False
+    return inside
+
+
+def test_the_overlay_and_api_state_show_where_the_hand_finder_searched():
+    image = np.full((480, 640, 3), 128, np.uint8)  # a plain grey room: only the overlay shows
+    frame = Frame(image, 9, 12.0, time.time(), time.monotonic())
+    squares = (Region(120.0, 140.0, 160.0), Region(420.0, 300.0, 200.0))
+
+    def report(search=()):
+        return FrameReport(frame, [], [], [], {}, False, {"hands": 0.01}, 0.02,
+                           search_squares=search)
+
+    plain, _ = overlay_of(LiveFeed(), report())
+    drawn, state = overlay_of(LiveFeed(), report(squares))
+    changed = np.abs(drawn - plain).max(axis=2) > 40
+    sides = outline(changed.shape, squares[0]) | outline(changed.shape, squares[1])
+    for square in squares:
+        assert changed[outline(changed.shape, square)].mean() > 0.3, f"{square} not drawn"
+    assert changed[~sides].mean() < 0.001, "the overlay drew elsewhere than the squares"
+    assert state["search"] == {"whole_frame": False,
+                               "squares": [[40, 60, 200, 220], [320, 200, 520, 400]]}
+
+
+def test_with_the_mediapipe_backend_the_state_says_the_whole_frame_is_searched():
+    feed = LiveFeed()
+    feed.set_config(Config(hands=HandsConfig(backend="mediapipe")))
+    _, state = overlay_of(feed, FrameReport(Card(320, 240).frame(), [], [], [], {}, False, {}, 0.0))
+    assert state["search"] == {"whole_frame": True, "squares": []}
+
+
+def test_the_openvino_finders_search_squares_reach_the_page_and_mediapipes_none():
+    """The real hand stages on the test card: the OpenVINO finder's first frame of a scene
+    searches its first squares (there is no hand to follow yet), and the frame's result carries
+    them to the page; MediaPipe's graph searches the whole frame itself and names no square."""
+    card = Card(1280, 720)
+    frame = card.frame()
+    openvino = FramePipeline(Config())
+    try:
+        result = openvino.process(frame)
+        searched = list(openvino.tracker.search_squares)
+    finally:
+        openvino.close()
+    assert len(searched) == Config().hands.search_squares_per_frame
+    assert list(result.search_squares) == searched
+    feed = LiveFeed()
+    feed.frame_done(frame, result, {}, 0.0)
+    state = feed.state()["search"]
+    assert len(state["squares"]) == len(searched) and not state["whole_frame"]
+    for box, square in zip(state["squares"], searched, strict=True):
+        assert box[0] <= square.cx <= box[2] and box[1] <= square.cy <= box[3]
+        assert box[2] - box[0] == pytest.approx(square.size, abs=1)
+
+    mediapipe = FramePipeline(Config(hands=HandsConfig(backend="mediapipe")))
+    try:
+        assert mediapipe.process(card.frame()).search_squares == ()
+    finally:
+        mediapipe.close()
+
+
+def test_the_vlms_latest_answer_shows_per_track_beside_the_hands_label(palm):
+    image, hand, obs = palm
+    frame = Frame(image, 5, 100.0, time.time(), time.monotonic())
+    answer = VlmAnswer(hand.track_id, "thumbs_up", 0.8734, t=98.5, latency=0.4)
+
+    def report(answers):
+        return FrameReport(frame, [hand], [obs], [], {}, False, {"hands": 0.01}, 0.02,
+                           vlm_answers=answers)
+
+    plain, without = overlay_of(LiveFeed(), report({}))
+    drawn, state = overlay_of(LiveFeed(), report({hand.track_id: answer}))
+    assert without["tracks"][0]["vlm"] is None
+    assert state["tracks"][0]["vlm"] == {"label": "thumbs_up", "probability": 0.873, "age_s": 1.5}
+    # One more line of text in the hand's label, which sits on the box's top-left corner.
+    changed = np.abs(drawn - plain).max(axis=2) > 40
+    x0, y0, x1, _ = hand.bbox
+    h, w = changed.shape
+    near_label = np.zeros_like(changed)
+    near_label[max(0, y0 - 140):min(h, y0 + 10), max(0, x0 - 10):min(w, x0 + 400)] = True
+    assert changed[near_label].sum() > 200, "no VLM answer drawn by the hand's label"
+    assert changed[~near_label].mean() < 0.001
 
 
 def test_the_page_is_served_whole_with_nothing_from_elsewhere():

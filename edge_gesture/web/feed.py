@@ -39,6 +39,8 @@ class FrameView:
     hands: tuple  # hands.Hand, with track ids
     observations: tuple  # decide.Observation, one per hand
     number: int  # frames handed to the feed so far: a new number is a new picture
+    search_squares: tuple = ()  # hands.geometry.Region: where the hand finder searched
+    vlm_answers: Any = None  # {track id: vlm.worker.VlmAnswer}; None with [vlm] off
 
 
 class LiveFeed:
@@ -62,12 +64,15 @@ class LiveFeed:
 
     def frame_done(self, frame, result, timings: dict[str, float], end_to_end: float) -> None:
         """After each processed frame, on the frame-loop thread: `result` is a daemon.FrameResult
-        (hands, observations, events, state_changed). Keeps references only."""
+        or an observers.FrameReport (hands, observations, search squares, VLM answers). Keeps
+        references only."""
         view_hands, view_obs = tuple(result.hands), tuple(result.observations)
+        squares = tuple(result.search_squares)
         now = self._clock()
         with self._lock:
             self._frames += 1
-            self._frame = FrameView(frame, view_hands, view_obs, self._frames)
+            self._frame = FrameView(frame, view_hands, view_obs, self._frames, squares,
+                                    result.vlm_answers)
             self._figures.add(now, frame.index, timings, end_to_end)
 
     def event_published(self, ev, payload_json: bytes | str) -> None:
@@ -139,7 +144,9 @@ class LiveFeed:
             hands = {"left": None, "right": None, **self._state}
             wall = self._state_wall
             view = self._frame
+            backend = self._config.get("hands", {}).get("backend")
         return {"hands": hands, "changed_at": wall, "tracks": _tracks(view, hands),
+                "search": _search(view, whole_frame=backend == "mediapipe"),
                 "frame": _frame_info(view)}
 
     def stats(self) -> dict[str, Any]:
@@ -173,6 +180,7 @@ def _tracks(view: FrameView | None, hands: dict[str, str | None]) -> list[dict]:
     if view is None:
         return []
     seen = {o.track: o for o in view.observations}
+    answers = view.vlm_answers or {}
     out = []
     for h in view.hands:
         obs = seen.get(h.track_id)
@@ -183,8 +191,31 @@ def _tracks(view: FrameView | None, hands: dict[str, str | None]) -> list[dict]:
             "confidence": round(float(obs.confidence), 3) if obs is not None else None,
             "source": obs.source if obs is not None else None,
             "active": hands.get(side),
+            "vlm": vlm_answer(answers.get(h.track_id), view.frame.t),
         })
     return out
+
+
+def vlm_answer(answer, now: float) -> dict | None:
+    """A vlm.worker.VlmAnswer as the page shows it; `now`: the frame's time."""
+    if answer is None:
+        return None
+    # The answer's time is the last frame it is known to hold for; a hand that has not moved
+    # since keeps it current, so the age is how long the hand has moved without a new answer.
+    return {"label": answer.label, "probability": round(float(answer.probability), 3),
+            "age_s": round(max(0.0, now - answer.t), 2)}
+
+
+def square_box(region) -> list[int]:
+    """A hands.geometry.Region as [x0, y0, x1, y1] frame pixels around it."""
+    corners = region.corners()
+    lo, hi = corners.min(axis=0), corners.max(axis=0)
+    return [round(float(lo[0])), round(float(lo[1])), round(float(hi[0])), round(float(hi[1]))]
+
+
+def _search(view: FrameView | None, *, whole_frame: bool) -> dict:
+    squares = [square_box(r) for r in view.search_squares] if view is not None else []
+    return {"whole_frame": whole_frame, "squares": squares}
 
 
 def _frame_info(view: FrameView | None) -> dict | None:

@@ -1,5 +1,6 @@
-"""What the daemon saw, drawn on its picture: each hand's box, landmarks, track id, left/right,
-the frame's label with its confidence and source, and the debounced active gesture."""
+"""What the daemon saw, drawn on its picture: where the hand finder searched, and each hand's
+box, landmarks, track id, left/right, the frame's label with its confidence and source, the
+VLM's latest answer for it, and the debounced active gesture."""
 
 from __future__ import annotations
 
@@ -19,17 +20,25 @@ _BONES = (
 _SIDE_COLOUR = {"left": (255, 160, 0), "right": (0, 200, 255)}
 _OTHER = (200, 200, 200)
 _ACTIVE = (60, 220, 60)
+# Thin and a colour no hand is drawn in: where the finder looked, under the hands.
+_SEARCH = (255, 0, 255)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def draw(image: np.ndarray, hands, observations, state: dict[str, str | None]) -> None:
-    """Draws in place on `image`, which may be the frame scaled: the hands' boxes and
-    landmarks are mapped to its size."""
+def draw(image: np.ndarray, view, state: dict[str, str | None]) -> None:
+    """Draws `view` (a web.feed.FrameView) in place on `image`, which may be its frame scaled:
+    the search squares, boxes and landmarks are mapped to its size."""
     height, width = image.shape[:2]
+    frame_h, frame_w = view.frame.image.shape[:2]
     scale = max(width / 640.0, 0.5)
     thick = max(1, round(2 * scale))
-    by_track = {o.track: o for o in observations}
-    for hand in hands:
+    to_image = np.array([width / frame_w, height / frame_h], np.float32)
+    for square in view.search_squares:
+        corners = (square.corners() * to_image).round().astype(np.int32)
+        cv2.polylines(image, [corners], True, _SEARCH, 1, cv2.LINE_AA)
+    by_track = {o.track: o for o in view.observations}
+    answers = view.vlm_answers or {}
+    for hand in view.hands:
         obs = by_track.get(hand.track_id)
         side = obs.hand if obs is not None else hand.handedness
         colour = _SIDE_COLOUR.get(side, _OTHER)
@@ -48,6 +57,10 @@ def draw(image: np.ndarray, hands, observations, state: dict[str, str | None]) -
         lines = [f"#{hand.track_id} {side}"]
         if obs is not None:
             lines.append(f"{obs.label} {obs.confidence:.2f} {obs.source}" if obs.label else "no gesture")
+        answer = answers.get(hand.track_id)
+        if answer is not None:
+            age = max(0.0, view.frame.t - answer.t)
+            lines.append(f"vlm {answer.label} {answer.probability:.2f} {age:.1f}s ago")
         if active:
             lines.append(f"ACTIVE {active}")
         _label(image, lines, p0, scale, colour, active)

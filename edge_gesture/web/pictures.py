@@ -34,7 +34,7 @@ def render_jpeg(view: FrameView, state: dict[str, str | None], *, width: int | N
     elif with_overlay:
         image = image.copy()
     if with_overlay:
-        overlay.draw(image, view.hands, view.observations, state)
+        overlay.draw(image, view, state)
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError("OpenCV could not encode the frame as JPEG")

@@ -84,7 +84,22 @@ function showState(state) {
     cell(tr, t.label || "no gesture");
     cell(tr, t.confidence === null ? null : t.confidence.toFixed(2));
     cell(tr, t.source);
+    cell(tr, vlmAnswer(t.vlm));
   }
+  if (state.search && state.frame) $("search").textContent = searchText(state.search);
+}
+
+function vlmAnswer(v) {
+  // null: [vlm] is off (the VLM box says so), or it has not answered for this hand yet.
+  if (!v) return null;
+  return `${v.label} ${v.probability.toFixed(2)} · ${v.age_s.toFixed(1)} s ago`;
+}
+
+function searchText(search) {
+  if (search.whole_frame) return "Hand search: the whole frame (hands.backend = mediapipe).";
+  const n = search.squares.length;
+  return n ? `Hand search: ${n} square${n === 1 ? "" : "s"} in the latest frame (magenta on the picture).`
+    : "Hand search: none in the latest frame (following the hands found).";
 }
 
 function age(ts) {
