@@ -25,20 +25,26 @@ def credential_path(value: str, setting: str) -> Path:
     return Path(cred_dir) / value
 
 
+def read_credential(value: str, setting: str) -> tuple[Path, str]:
+    """A secret file's path and text (a bare name is looked up as credential_path says); a file
+    that cannot be read is a StartupError naming `setting`."""
+    path = credential_path(value, setting)
+    try:
+        return path, path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StartupError(f"{setting}: no such file {path}") from None
+    except OSError as e:
+        raise StartupError(f"{setting}: cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise StartupError(f"{setting}: {path} is not UTF-8 text") from None
+
+
 def resolve_password(m: MqttConfig) -> str | None:
     """The password from the config, a file, or the environment, in that order; None if none."""
     if m.password is not None:
         return m.password.get_secret_value()
     if m.password_file:
-        path = credential_path(m.password_file, "mqtt.password_file")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise StartupError(f"mqtt.password_file: no such file {path}") from None
-        except OSError as e:
-            raise StartupError(f"mqtt.password_file: cannot read {path}: {e.strerror}") from None
-        except UnicodeDecodeError:
-            raise StartupError(f"mqtt.password_file: {path} is not UTF-8 text") from None
+        path, text = read_credential(m.password_file, "mqtt.password_file")
         lines = text.splitlines()
         if not lines or not lines[0]:
             raise StartupError(f"mqtt.password_file: {path} is empty")

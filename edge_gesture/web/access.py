@@ -9,7 +9,7 @@ from aiohttp import web
 
 from edge_gesture.config import WebConfig, is_loopback
 from edge_gesture.errors import StartupError
-from edge_gesture.publish.security import credential_path
+from edge_gesture.publish.security import read_credential
 
 #: Shorter tokens are guessable; `openssl rand -hex 16` makes a good one.
 MIN_TOKEN_LENGTH = 16
@@ -19,15 +19,7 @@ def read_token(cfg: WebConfig) -> str | None:
     """The token's first line, or None when web.token_file is empty."""
     if not cfg.token_file:
         return None
-    path = credential_path(cfg.token_file, "web.token_file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise StartupError(f"web.token_file: no such file {path}") from None
-    except OSError as e:
-        raise StartupError(f"web.token_file: cannot read {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise StartupError(f"web.token_file: {path} is not UTF-8 text") from None
+    path, text = read_credential(cfg.token_file, "web.token_file")
     token = text.splitlines()[0].strip() if text.strip() else ""
     if len(token) < MIN_TOKEN_LENGTH:
         raise StartupError(f"web.token_file: the token in {path} is shorter than {MIN_TOKEN_LENGTH} "
