@@ -221,6 +221,21 @@ def _cpu_seconds() -> float:
     return t.user + t.system
 
 
+def _machine_cpu_seconds() -> float | None:
+    """CPU time every process of the machine has used (Linux's /proc/stat), to tell how much of
+    it others took during a run on a shared machine; None where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    # user nice system idle iowait irq softirq steal: all but idle and iowait is busy.
+    ticks = [int(v) for v in fields[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def run_condition(cfg, source: str, seconds: float, pipeline, publisher, viewers: int,
                   run: str) -> dict:
     """One run of the daemon with the live page on; `viewers` 0: nobody connects."""
@@ -236,10 +251,12 @@ def run_condition(cfg, source: str, seconds: float, pipeline, publisher, viewers
                 clients[0].start()
             daemon.observers.add(_StartViewers(connect))
 
-    started, cpu0 = time.monotonic(), _cpu_seconds()
+    started, cpu0, machine0 = time.monotonic(), _cpu_seconds(), _machine_cpu_seconds()
     result = run_once(cfg, source, seconds, pipeline, publisher, realtime=True,
                       progress=_progress(run, seconds), attach=attach)
     wall, cpu = time.monotonic() - started, _cpu_seconds() - cpu0
+    machine1 = _machine_cpu_seconds()
+    others = None if machine0 is None or machine1 is None else machine1 - machine0 - cpu
     out = {
         "fps": result["fps"],
         "dropped": result["dropped"],
@@ -247,6 +264,8 @@ def run_condition(cfg, source: str, seconds: float, pipeline, publisher, viewers
         "frame_size": result["frame_size"],
         "events": result["events"],
         "cpu_percent": 100.0 * cpu / wall if wall > 0 else None,
+        "other_cpu_percent": (100.0 * max(0.0, others) / wall
+                              if others is not None and wall > 0 else None),
     }
     if not viewers:
         return out
@@ -318,6 +337,9 @@ def _condition(rs: list[dict]) -> dict:
         "frames_dropped": _med(r["dropped"] for r in rs),
         "events_per_run": _med(r["events"] for r in rs),
         "cpu_percent": _med(r["cpu_percent"] for r in rs),
+        "other_cpu_percent": _med(r["other_cpu_percent"] for r in rs),
+        "other_cpu_percent_runs": [None if r["other_cpu_percent"] is None
+                                   else round(r["other_cpu_percent"], 1) for r in rs],
     }
 
 
@@ -406,6 +428,7 @@ def _print(r: dict) -> None:
         ("end to end p95 ms", none["end_to_end_ms"]["p95"], watched["end_to_end_ms"]["p95"]),
         ("frames dropped a run", none["frames_dropped"], watched["frames_dropped"]),
         ("process CPU % (a core: 100)", none["cpu_percent"], watched["cpu_percent"]),
+        ("other processes' CPU %", none["other_cpu_percent"], watched["other_cpu_percent"]),
         ("events a run", none["events_per_run"], watched["events_per_run"]),
     ]
     for name, a, b in rows:
