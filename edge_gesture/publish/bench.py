@@ -1,16 +1,21 @@
-"""`edge-gesture bench mqtt`: a burst of gesture events while the frame loop runs.
+"""`edge-gesture bench mqtt`: a burst of gesture events while the daemon's frame loop runs.
 
-Per repeat: the daemon's own frame loop (capture thread, MediaPipe hands, classifier, decide)
-runs on a source; after a quiet spell that gives the baseline frame time, N events are published
-from inside the loop, spread evenly over one second, as a decider would hand them over. A
-subscriber in a separate process (so its network thread does not share our interpreter lock)
-timestamps each event on arrival with the same system-wide monotonic clock. Reported:
+Per repeat: the daemon itself (daemon.Daemon, through bench_pipeline.run_once: its capture
+thread, frame loop, hand stage, classifier, decider and publisher, with the live page, dataset
+saving and the stats topic off) runs on a source paced in real time and looping; after a quiet
+spell that gives the baseline frame time, N synthetic events are added to the pipeline's results
+(BurstPipeline), spread evenly over one second, as a decider would hand them over, so the
+daemon's own frame loop publishes them. A subscriber in a separate process (so its network
+thread does not share our interpreter lock) timestamps each event on arrival with the same
+system-wide monotonic clock. Reported:
 - delivered / lost / duplicated events (none may be lost while the broker is up);
-- the time the frame loop spent inside publish calls per frame (the stall publishing causes):
+- the stall publishing causes the frame loop: the daemon's own `publish` stage per frame (its
+  publish calls, plus logging each event and rendering its payload for the frame observers),
   wall-clock, which also catches waits for the interpreter lock and the OS scheduler on a busy
-  machine, and the thread's CPU time, which is publishing's own cost;
-  and frame times with and without the burst;
-- decision -> broker delivery latency, p50/p95/max.
+  machine; the thread's CPU time in the publish_event calls, which is publishing's own cost;
+  frame times (the daemon's stages after the slot) and its end-to-end latency, with and
+  without the burst;
+- decision -> broker delivery latency, p50/p95/max, from the daemon's publish_event call.
 Medians over repeats, because these machines are shared and noisy.
 """
 
@@ -23,12 +28,19 @@ import socket
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
+from edge_gesture.capture import Frame
 from edge_gesture.config import Config, load_config
+from edge_gesture.daemon import FramePipeline, FrameResult
+from edge_gesture.decide import GestureEvent
 from edge_gesture.errors import StartupError, UsageError
 from edge_gesture.machine import cpu_facts, cpu_line
+from edge_gesture.observers import FrameObserver, FrameReport
+from edge_gesture.publish import Publisher
 
 #: Seconds the benchmark's subscriber has to connect and subscribe.
 SUBSCRIBE_TIMEOUT_S = 20.0
@@ -108,74 +120,157 @@ def _pct(values, q):
     return round(float(np.percentile(values, q)), 2) if len(values) else None
 
 
-def run_once(cfg: Config, pipeline, publisher, source: str, events: int, burst_s: float,
-             baseline_s: float) -> dict:
-    from edge_gesture.capture import CaptureThread, LatestFrameSlot
-    from edge_gesture.decide import GestureEvent
+class TimedPublisher(Publisher):
+    """The daemon's publisher, noting for each `publish_event` call the daemon makes when it was
+    made (the decision's hand-over: where the delivery latency starts), its wall-clock time and
+    the frame-loop thread's CPU time in it."""
 
-    gestures = list(cfg.gestures.enabled)
-    slot = LatestFrameSlot()
-    capture = CaptureThread(cfg.capture.model_copy(update={"realtime": True, "at_end": "loop"}),
-                            slot, source)
-    capture.start()
-    base_frames, burst_frames, frame_publish, frame_publish_cpu, calls = [], [], [], [], []
-    sent_at: dict[int, float] = {}
-    sent = 0
-    start = time.monotonic()
-    burst_start = start + baseline_s
-    warm_until = start + baseline_s / 2
-    end = burst_start + burst_s + 0.5
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        self.called_at: dict[int, float] = {}  # sequence -> time.monotonic() of the call
+        self.call_s: list[float] = []
+        self._cpu_s = 0.0  # since `take_cpu_s` last read it
+
+    def publish_event(self, ev) -> int:
+        c0, u0 = time.perf_counter(), time.thread_time()
+        called = time.monotonic()
+        seq = super().publish_event(ev)
+        self.call_s.append(time.perf_counter() - c0)
+        self._cpu_s += time.thread_time() - u0
+        self.called_at[seq] = called
+        return seq
+
+    def take_cpu_s(self) -> float:
+        """CPU seconds spent in `publish_event` since the previous call (one frame's worth)."""
+        cpu, self._cpu_s = self._cpu_s, 0.0
+        return cpu
+
+
+class BurstPipeline(FramePipeline):
+    """The daemon's FramePipeline; while a `Burst` is armed, each frame's result also carries
+    the burst's events due by then, as a decider would hand them over, so the daemon's own
+    frame loop publishes them."""
+
+    burst: Burst | None = None
+
+    def process(self, frame: Frame, found=None) -> FrameResult:
+        result = super().process(frame, found)
+        return result if self.burst is None else self.burst.add_to(result, frame)
+
+
+class Burst(FrameObserver):
+    """One daemon run: a quiet spell of `baseline_s` (its first half is warm-up), then `events`
+    synthetic events spread evenly over `burst_s`, then half a second more; stops the daemon.
+
+    `add_to` (from the pipeline) decides each frame's stretch and adds its events; `frame_done`
+    (the daemon's report of that same frame, which the frame loop hands over next) files the
+    daemon's own timings under it: the `publish` stage is the frame loop's stall."""
+
+    def __init__(self, gestures: list[str], events: int, burst_s: float, baseline_s: float,
+                 publisher: TimedPublisher, stop: Callable[[], None]):
+        self._gestures = gestures
+        self._events = events
+        self._burst_s = burst_s
+        self._baseline_s = baseline_s
+        self._publisher = publisher
+        self._stop = stop
+        self._start: float | None = None
+        self._stretch: str | None = None  # of the frame between add_to and frame_done
+        self._ended = False
+        self.sent = 0
+        self.base_frames: list[float] = []
+        self.base_e2e: list[float] = []
+        self.burst_frames: list[float] = []
+        self.burst_e2e: list[float] = []
+        self.frame_publish: list[float] = []
+        self.frame_publish_cpu: list[float] = []
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def add_to(self, result: FrameResult, frame: Frame) -> FrameResult:
+        now = time.monotonic()
+        if self._start is None:  # the clock starts with the first frame, not the model load
+            self._start = now
+        burst_start = self._start + self._baseline_s
+        if now >= burst_start + self._burst_s + 0.5:
+            self._ended, self._stretch = True, None
+            return result
+        if now < burst_start:
+            # The first frames pay for the hand stage's warm-up.
+            self._stretch = "base" if now >= self._start + self._baseline_s / 2 else None
+            return result
+        self._stretch = "burst" if now < burst_start + self._burst_s + 0.1 else None
+        due = min(self._events, int(self._events * (now - burst_start) / self._burst_s) + 1)
+        extra = []
+        while self.sent < due:
+            extra.append(GestureEvent(self._gestures[self.sent % len(self._gestures)], 0.9,
+                                      "landmarks", ("left", "right")[self.sent % 2], frame.t,
+                                      frame.wall))
+            self.sent += 1
+        # The source's own events, if it shows hands, go first and are counted too.
+        return replace(result, events=[*result.events, *extra]) if extra else result
+
+    def frame_done(self, report: FrameReport) -> None:
+        cpu = self._publisher.take_cpu_s()
+        stretch, self._stretch = self._stretch, None
+        # The frame's time in the loop: its stages after it left the slot.
+        frame_s = sum(s for stage, s in report.timings.items() if stage != "capture")
+        if stretch == "base":
+            self.base_frames.append(frame_s)
+            self.base_e2e.append(report.end_to_end)
+        elif stretch == "burst":
+            self.burst_frames.append(frame_s)
+            self.burst_e2e.append(report.end_to_end)
+            self.frame_publish.append(report.timings["publish"])
+            self.frame_publish_cpu.append(cpu)
+        if self._ended:
+            self._stop()
+
+
+def run_once(cfg: Config, pipeline: BurstPipeline, publisher: TimedPublisher, source: str,
+             events: int, burst_s: float, baseline_s: float) -> dict:
+    """One run of the daemon (daemon.Daemon, through bench_pipeline.run_once) on `source`, paced
+    in real time and looping, with the caller's warm pipeline and started publisher."""
+    from edge_gesture.bench_pipeline import run_once as run_daemon
+
+    daemons = []
+
+    def attach(daemon) -> None:
+        daemons.append(daemon)
+        pipeline.burst = Burst(list(cfg.gestures.enabled), events, burst_s, baseline_s, publisher,
+                               lambda: daemon.request_stop("burst over"))
+        daemon.observers.add(pipeline.burst)
+
     try:
-        while True:
-            frame = slot.get(timeout=1.0)
-            if frame is None:
-                continue
-            f0 = time.perf_counter()
-            result = pipeline.process(frame)
-            now = time.monotonic()
-            if now >= end:
-                break
-            todo = list(result.events)  # the source's own events, if it shows hands: counted
-            if burst_start <= now:
-                due = min(events, int(events * (now - burst_start) / burst_s) + 1)
-                while sent < due:
-                    todo.append(GestureEvent(gestures[sent % len(gestures)], 0.9, "landmarks",
-                                             ("left", "right")[sent % 2], frame.t, frame.wall))
-                    sent += 1
-            wall_spent = cpu_spent = 0.0
-            for ev in todo:
-                c0, u0 = time.perf_counter(), time.thread_time()
-                t_decided = time.monotonic()
-                seq = publisher.publish_event(ev)
-                wall = time.perf_counter() - c0
-                cpu_spent += time.thread_time() - u0
-                wall_spent += wall
-                calls.append(wall)
-                sent_at[seq] = t_decided
-            frame_time = time.perf_counter() - f0
-            if now < burst_start:
-                if now >= warm_until:  # the first frames pay for MediaPipe's warm-up
-                    base_frames.append(frame_time)
-            elif sent <= events and now < burst_start + burst_s + 0.1:
-                burst_frames.append(frame_time)
-                frame_publish.append(wall_spent)
-                frame_publish_cpu.append(cpu_spent)
+        figures = run_daemon(cfg, source, 0, pipeline, publisher, realtime=True, attach=attach)
     finally:
-        capture.stop()
-        capture.join(2)
-    return {"sent_at": sent_at, "sent": len(sent_at), "calls": calls, "frame_publish": frame_publish,
-            "frame_publish_cpu": frame_publish_cpu,
-            "base_frames": base_frames, "burst_frames": burst_frames}
+        burst, pipeline.burst = pipeline.burst, None
+    if burst is None or not burst.ended:
+        error = daemons[0].capture.error if daemons else None
+        raise StartupError(f"--source {source}: the frames stopped before the burst ended"
+                           + (f" ({error})" if error else ""))
+    return {"sent_at": dict(publisher.called_at), "sent": len(publisher.called_at),
+            "calls": list(publisher.call_s), "frame_publish": burst.frame_publish,
+            "frame_publish_cpu": burst.frame_publish_cpu, "base_frames": burst.base_frames,
+            "burst_frames": burst.burst_frames, "base_e2e": burst.base_e2e,
+            "burst_e2e": burst.burst_e2e, "daemon_events": figures["events"]}
 
 
 def main(args) -> int:
     from edge_gesture.bench_pipeline import check_source
-    from edge_gesture.daemon import FramePipeline
     from edge_gesture.logsetup import configure_logging
-    from edge_gesture.publish import Publisher
 
     configure_logging("warning", "console")  # stdout carries the report
     cfg = load_config(getattr(args, "config", None)) if getattr(args, "config", None) else Config()
+    # The daemon as `run` has it, without taking the web port of a running service or saving
+    # pictures; the VLM stays off: the pipeline is made without one.
+    cfg = cfg.model_copy(update={
+        "capture": cfg.capture.model_copy(update={"at_end": "loop"}),
+        "web": cfg.web.model_copy(update={"enabled": False}),
+        "dataset": cfg.dataset.model_copy(update={"enabled": False}),
+    })
     check_source(args.source)
     broker = None
     if args.broker:
@@ -191,7 +286,7 @@ def main(args) -> int:
         "host": host, "port": port, "outbox_size": max(cfg.mqtt.outbox_size, 2 * args.events),
         "stats_interval_s": 0.0})})
     source = args.source
-    pipeline = FramePipeline(cfg)
+    pipeline = BurstPipeline(cfg)
     runs = []
     ctx = mp.get_context("spawn")
     try:
@@ -208,7 +303,7 @@ def main(args) -> int:
                 sub.kill()
                 raise broker_error(f"{where}: the benchmark's subscriber could not subscribe to "
                                    f"{cfg.topic_root}/event (it connects without a login or TLS)")
-            publisher = Publisher(cfg).start()
+            publisher = TimedPublisher(cfg).start()
             deadline = time.monotonic() + 10
             while not publisher.connected and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -216,7 +311,12 @@ def main(args) -> int:
                 publisher.stop()
                 sub.kill()
                 raise broker_error(f"{where}: the publisher did not connect within 10 s")
-            r = run_once(cfg, pipeline, publisher, source, args.events, 1.0, args.baseline)
+            try:
+                r = run_once(cfg, pipeline, publisher, source, args.events, 1.0, args.baseline)
+            except BaseException:
+                publisher.stop()
+                sub.kill()
+                raise
             # Everything should be there well within a couple of seconds on a live broker.
             wait_until = time.monotonic() + 10
             while publisher.acked < r["sent"] and time.monotonic() < wait_until:
@@ -266,6 +366,11 @@ def main(args) -> int:
         "frame_ms_burst": {"p50": _pct(ms(r["burst_frames"]), 50),
                            "p95": _pct(ms(r["burst_frames"]), 95),
                            "max": _pct(ms(r["burst_frames"]), 100)},
+        "end_to_end_ms_baseline": {"p50": _pct(ms(r["base_e2e"]), 50),
+                                   "p95": _pct(ms(r["base_e2e"]), 95)},
+        "end_to_end_ms_burst": {"p50": _pct(ms(r["burst_e2e"]), 50),
+                                "p95": _pct(ms(r["burst_e2e"]), 95)},
+        "daemon_events": r["daemon_events"],
         "delivery_latency_ms": {"p50": _pct(r["latency_ms"], 50),
                                 "p95": _pct(r["latency_ms"], 95),
                                 "max": _pct(r["latency_ms"], 100)},
@@ -303,6 +408,8 @@ def main(args) -> int:
         "publish_call_us_p50": med(("publish_call_us", "p50")),
         "frame_ms_p95_baseline": med(("frame_ms_baseline", "p95")),
         "frame_ms_p95_burst": med(("frame_ms_burst", "p95")),
+        "end_to_end_ms_p95_baseline": med(("end_to_end_ms_baseline", "p95")),
+        "end_to_end_ms_p95_burst": med(("end_to_end_ms_burst", "p95")),
         "delivery_latency_ms_p50": med(("delivery_latency_ms", "p50")),
         "delivery_latency_ms_p95": med(("delivery_latency_ms", "p95")),
         "runs": per_run,
@@ -316,13 +423,14 @@ def main(args) -> int:
           f"{report['repeats']} runs, medians")
     print(f"  delivered: lost {report['lost_total']}, duplicates {report['duplicates_total']}, "
           f"in order: {report['all_in_order']}")
-    print(f"  frame loop time in publish calls per frame: p95 {report['publish_per_frame_ms_p95']}"
+    print(f"  the daemon's publish stage per frame: p95 {report['publish_per_frame_ms_p95']}"
           f" ms, max {report['publish_per_frame_ms_max']} ms (worst run "
-          f"{report['publish_per_frame_ms_max_worst']} ms); CPU time of those calls, max "
-          f"{report['publish_cpu_per_frame_ms_max']} ms; one call: "
+          f"{report['publish_per_frame_ms_max_worst']} ms); CPU time of its publish_event "
+          f"calls, max {report['publish_cpu_per_frame_ms_max']} ms; one call: "
           f"{report['publish_call_us_p50']} us")
     print(f"  frame time p95: {report['frame_ms_p95_baseline']} ms without the burst, "
-          f"{report['frame_ms_p95_burst']} ms during it")
+          f"{report['frame_ms_p95_burst']} ms during it; end to end p95: "
+          f"{report['end_to_end_ms_p95_baseline']} ms, {report['end_to_end_ms_p95_burst']} ms")
     print(f"  decision -> delivery latency: p50 {report['delivery_latency_ms_p50']} ms, "
           f"p95 {report['delivery_latency_ms_p95']} ms")
     for i, r in enumerate(per_run, 1):
