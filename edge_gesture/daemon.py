@@ -300,7 +300,9 @@ class Daemon:
         for ev in result.events:
             log.info("gesture", gesture=ev.gesture, hand=ev.hand, confidence=ev.confidence,
                      source=ev.source, frame=frame.index)
-            published.append(self.publisher.event_json(ev, self.publisher.publish_event(ev)))
+            seq = self.publisher.publish_event(ev)
+            if self.page is not None:  # the page shows the MQTT bytes; rendered only for it
+                published.append(self.publisher.event_json(ev, seq))
         state = self.pipeline.decider.state()
         if result.state_changed:
             self.publisher.publish_state(state)

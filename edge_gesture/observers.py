@@ -51,7 +51,7 @@ class FrameReport:
     timings: Mapping[str, float]  # seconds per stage: capture (waiting in the slot), hands,
     #                               classify, motion, decide, publish
     end_to_end: float  # seconds from the frame's read to the end of its publish calls
-    published: Sequence[bytes] = ()  # each event's MQTT payload, as the publisher sends it
+    published: Sequence[bytes] = ()  # each event's MQTT payload, while the live page is on
     # Where the hand finder looked for new hands in this frame, in frame pixels: empty when it
     # searched nowhere, and always with hands.backend = "mediapipe", whose graph searches the
     # whole frame and does not say when.
