@@ -357,10 +357,7 @@ class Daemon:
 
     def live_stats(self) -> dict:
         """The live page's figures: the stats topic's counts without touching its rates."""
-        s = self.stats
-        return {"frames_read": s.frames_read or 0, "frames_processed": s.frames_processed,
-                "frames_dropped": s.frames_dropped or 0, "events": s.events,
-                "latency_ms": s.latencies(), "source_connected": self.capture.connected,
+        return {**self.stats.totals(), "source_connected": self.capture.connected,
                 "device_id": self.cfg.device_id, **self._status_figures()}
 
     def _status_figures(self) -> dict:

@@ -181,21 +181,27 @@ class PipelineStats(FrameObserver):
         out["end_to_end"] = percentiles_ms(e2e)
         return out
 
+    def totals(self) -> dict:
+        """Counts since start and recent latencies: the stats topic's figures less its rates;
+        reading them changes nothing (the live page reads them every second)."""
+        return {
+            "frames_read": self.frames_read or 0,
+            "frames_processed": self.frames_processed,
+            "frames_dropped": self.frames_dropped or 0,
+            "events": self._events_total,
+            "latency_ms": self.latencies(),
+        }
+
     def snapshot(self, **extra) -> dict:
         """The stats topic's figures; rates are since the previous call (the frame loop's)."""
         now = self._clock()
         dt = max(now - self._last_snapshot, 1e-6)
-        frames_read = self.frames_read or 0
-        frames_dropped = self.frames_dropped or 0
-        processed, events = self.frames_processed, self._events_total
+        totals = self.totals()
+        frames_read, processed = totals["frames_read"], totals["frames_processed"]
         snap = {
             "fps_in": round((frames_read - self._last_read) / dt, 2),
             "fps_processed": round((processed - self._last_processed) / dt, 2),
-            "frames_read": frames_read,
-            "frames_processed": processed,
-            "frames_dropped": frames_dropped,
-            "events": events,
-            "latency_ms": self.latencies(),
+            **totals,
             **extra,
         }
         self._last_snapshot, self._last_processed, self._last_read = now, processed, frames_read
