@@ -188,6 +188,32 @@ def test_a_lost_hand_is_searched_for_at_full_budget_until_a_hand_is_back(open_pa
     assert {squares for _, squares in back[1:]} <= {0, cfg.sweep_squares_per_frame}
 
 
+def test_a_hand_lost_and_back_where_it_was_costs_one_square_not_the_full_budget(open_palm,
+                                                                                background):
+    """Followed at (900, 300), the hand is gone for a frame (a blink of the camera, a blur) and is
+    back in the same place: the search looks first at the square that frames it at its scale and
+    stops there, one palm-detector run instead of the full budget's eight."""
+    photo, landmarks = open_palm
+    cfg = HandsConfig()
+    here = room.hand_in_frame(photo, landmarks, ROOM_SHARE, background, (900, 300))
+    hands = OpenVinoHands(cfg)
+    try:
+        for _ in range(frames_per_pass(cfg, 1280, 720) + 3):
+            assert len(hands.detect(here)) == 1
+        assert len(hands.detect(background)) == 0
+        back = hands.detect(here)
+        squares = hands.search_squares
+    finally:
+        hands.close()
+    assert len(back) == 1
+    assert len(squares) == 1, [(round(s.cx), round(s.cy), round(s.size)) for s in squares]
+    square = squares[0]
+    centre = np.array([900, 300])
+    assert np.all(np.abs(centre - [square.cx, square.cy]) < square.size / 2)
+    # The scale at which the palm detector sees a hand best: the hand a sixth to a third of it.
+    assert 1 / 6 < ROOM_SHARE * 1280 / square.size < 1 / 3
+
+
 def finder_warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == FINDER_LOG and r.levelno >= logging.WARNING]
 

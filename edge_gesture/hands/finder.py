@@ -28,7 +28,7 @@ from edge_gesture.hands.geometry import Region, overlap_of_smaller
 from edge_gesture.hands.int8 import int8_landmark_model
 from edge_gesture.hands.landmarks import HandReading, read_hands
 from edge_gesture.hands.models import compile_hand_model
-from edge_gesture.hands.palm import detect_palms
+from edge_gesture.hands.palm import palms_in_square, weighted_nms
 from edge_gesture.hands.search import SearchPlan
 
 log = logging.getLogger(__name__)
@@ -135,16 +135,20 @@ class OpenVinoHandFinder:
         recovering = self._frame_no <= self._recover_until and len(readings) < self._recover_hands
         following = bool(readings) and self._plan.first_pass_done and not recovering
         if len(readings) < cfg.max_num_hands and self._search_due(following):
+            wanted = 0  # search every square given
             if self.static_images:
                 squares = self._plan.cycle
             elif recovering:
+                # Where the hands were lost first, at their scale, then the sweep; and no
+                # further than the hands lost: the rest of the budget is for a later frame.
                 budget = cfg.search_squares_per_frame
-                squares = self._plan.next_squares(budget, sweep=budget)
+                squares = self._plan.next_squares(budget, sweep=budget, near=self._lost)
+                wanted = self._recover_hands - len(readings)
             else:
                 squares = self._plan.next_squares(
                     cfg.sweep_squares_per_frame if following else cfg.search_squares_per_frame)
-            self.last_search = squares
-            readings += self._new_hands(frame, squares, readings, self._lost if recovering else [])
+            readings += self._new_hands(frame, squares, readings, self._lost if recovering else [],
+                                        wanted)
 
         readings = readings[:cfg.max_num_hands]
         self._followed = [] if self.static_images else [r.next_region() for r in readings]
@@ -167,25 +171,50 @@ class OpenVinoHandFinder:
         return not following or self._frame_no % max(1, self.cfg.search_interval_frames) == 0
 
     def _new_hands(self, frame: np.ndarray, squares: list[Region], known: list[HandReading],
-                   lost: list[Region] = ()) -> list[HandReading]:
+                   lost: list[Region] = (), wanted: int = 0) -> list[HandReading]:
+        """New hands in `squares`, searched in order. With `wanted`, the search stops at the
+        square after which that many new hands are confirmed, and gives the rest back to the
+        plan; without, every square is searched."""
         cfg = self.cfg
         boxes = [_box(r.points) for r in known]
-        palms = [p for p in detect_palms(self._palm, frame, squares, cfg.min_detection_confidence)
-                 if not any(_inside(p.keypoints[2], b) for b in boxes)]
-        palms = palms[:cfg.max_num_hands - len(known)]
         strict = max(cfg.min_new_hand_presence, cfg.min_tracking_confidence)
         near_lost = max(min(RECOVER_PRESENCE, strict), cfg.min_tracking_confidence)
         height, width = frame.shape[:2]
+        read: dict[Region, HandReading] = {}  # a palm's reading, kept while later squares add more
 
         def threshold(r: HandReading) -> float:
             close = any(math.hypot(r.region.cx - g.cx, r.region.cy - g.cy) <= RECOVER_REACH * g.size
                         for g in lost)
             return near_lost if close else strict
 
-        found = [r for r in read_hands(self._landmarks, frame, [p.hand_region() for p in palms])
-                 if r.presence >= threshold(r) and _share_inside(r.points, width, height)
-                 >= MIN_NEW_HAND_INSIDE]
-        return self._distinct(found, known)
+        def confirmed(palms: list) -> list[HandReading]:
+            regions = [p.hand_region() for p in palms]
+            for r in read_hands(self._landmarks, frame, [g for g in regions if g not in read]):
+                read[r.region] = r
+            return self._distinct([
+                r for r in (read[g] for g in regions)
+                if r.presence >= threshold(r) and _share_inside(r.points, width, height)
+                >= MIN_NEW_HAND_INSIDE], known)
+
+        found: list = []
+        hands: list[HandReading] = []
+        searched = 0
+        for square in squares:
+            found += palms_in_square(self._palm, frame, square, cfg.min_detection_confidence)
+            searched += 1
+            last = searched == len(squares)
+            if not (wanted or last):
+                continue
+            palms = [p for p in weighted_nms(found) if not any(_inside(p.keypoints[2], b) for b in boxes)]
+            palms = palms[:cfg.max_num_hands - len(known)]
+            if last or len(palms) >= wanted:
+                hands = confirmed(palms)
+                if last or len(hands) >= wanted:
+                    break
+        self.last_search = squares[:searched]
+        if searched < len(squares):
+            self._plan.give_back(squares[searched:])
+        return hands
 
     @staticmethod
     def _distinct(readings: list[HandReading], known: list[HandReading] = ()) -> list[HandReading]:

@@ -93,14 +93,15 @@ def weighted_nms(palms: list[Palm], iou_threshold: float = MIN_SUPPRESSION_IOU) 
     return out
 
 
+def palms_in_square(model, frame: np.ndarray, region: Region, min_score: float) -> list[Palm]:
+    """One square's palms in frame pixels, before merging with other squares'."""
+    boxes, scores = model.run(region.crop(frame, INPUT)[None])
+    return decode(boxes.reshape(len(ANCHORS), -1), scores.reshape(len(ANCHORS), 1), region, min_score)
+
+
 def detect_palms(model, frame: np.ndarray, regions: list[Region], min_score: float) -> list[Palm]:
     """Palms in the given squares of one frame, overlapping ones merged."""
-    if not regions:
-        return []
-    boxes, scores = model.run(np.stack([r.crop(frame, INPUT) for r in regions]))
-    boxes = boxes.reshape(len(regions), len(ANCHORS), -1)
-    scores = scores.reshape(len(regions), len(ANCHORS), 1)
     palms: list[Palm] = []
-    for i, region in enumerate(regions):
-        palms += decode(boxes[i], scores[i], region, min_score)
+    for region in regions:
+        palms += palms_in_square(model, frame, region, min_score)
     return weighted_nms(palms)

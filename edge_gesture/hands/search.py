@@ -19,6 +19,7 @@ camera's resolution. Found hands are followed from their own landmarks (see `fin
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -138,31 +139,75 @@ class SearchPlan:
         self._moved = np.maximum(self._moved, moved)
         return moved
 
-    def next_squares(self, budget: int | None = None, sweep: int | None = None) -> list[Region]:
+    def next_squares(self, budget: int | None = None, sweep: int | None = None,
+                     near: Sequence[Region] = ()) -> list[Region]:
         """The squares to search now, at most `budget` (default: the per-frame budget): the
-        scene's unsearched ones; after those, the squares where something moved since they were
-        last searched (most first), keeping room for the sweep's share (`sweep`, default
-        the plan's)."""
+        scene's unsearched ones; then, for each region in `near` (where hands were just lost),
+        the squares that frame it best; after those, the squares where something moved since
+        they were last searched (most first), keeping room for the sweep's share (`sweep`,
+        default the plan's). Squares a search did not get to go back with `give_back`."""
         budget = self.per_frame if budget is None else max(1, budget)
         sweep = self.sweep_per_frame if sweep is None else max(1, sweep)
         picks = sorted(self._unsearched)[:budget]
+        for i in self._framing(near):
+            if len(picks) >= budget:
+                break
+            if i not in picks:
+                picks.append(i)
         if len(picks) < budget:
             sweep = min(sweep, budget - len(picks))
             order = np.argsort(-self._moved, kind="stable")
             moving = [int(i) for i in order
                       if self._moved[i] >= MotionMap.MIN_SHARE and int(i) not in picks]
             picks += moving[:budget - len(picks) - sweep]
-            for _ in range(min(sweep, len(self.cycle))):
+            # The sweep's next squares in turn, past those already picked.
+            wanted = min(len(picks) + sweep, len(self.cycle))
+            for _ in range(len(self.cycle)):
+                if len(picks) >= wanted:
+                    break
                 i, self._next = self._next, (self._next + 1) % len(self.cycle)
                 if i not in picks:
                     picks.append(i)
+        self._given = {}
         for i in picks:
+            self._given[self.cycle[i]] = (i, i in self._unsearched, float(self._moved[i]))
             self._unsearched.discard(i)
             self._moved[i] = 0.0
         return [self.cycle[i] for i in picks]
+
+    def give_back(self, squares: Sequence[Region]) -> None:
+        """Squares from the last `next_squares` that were not searched after all (the hands
+        wanted were found first): still unsearched, and still moved, for a later frame."""
+        for square in squares:
+            i, unsearched, moved = self._given[square]
+            if unsearched:
+                self._unsearched.add(i)
+            self._moved[i] = max(self._moved[i], moved)
+
+    def _framing(self, regions: Sequence[Region]) -> list[int]:
+        """For each hand region (the landmark model's square, about twice the hand), the squares
+        holding its centre, best scale first: the palm detector sees a hand best at about a
+        quarter of the square's side, so the ideal square is about twice the region. At most
+        two squares a region, from the two best-fitting levels."""
+        picks: list[int] = []
+        for region in regions:
+            ideal = 2.0 * region.size
+            ranked = []
+            start = 0
+            for level in self.levels:
+                nearest = min(range(len(level)), key=lambda k: math.hypot(
+                    level[k].cx - region.cx, level[k].cy - region.cy))
+                square = level[nearest]
+                if abs(square.cx - region.cx) <= square.size / 2 and \
+                        abs(square.cy - region.cy) <= square.size / 2:
+                    ranked.append((abs(math.log(square.size / ideal)), start + nearest))
+                start += len(level)
+            picks += [i for _, i in sorted(ranked)[:2] if i not in picks]
+        return picks
 
     def restart(self) -> None:
         """A new scene: search it whole again."""
         self._next = 0
         self._unsearched = set(range(len(self.cycle)))
         self._moved = np.zeros(len(self.cycle), np.float32)
+        self._given: dict[Region, tuple[int, bool, float]] = {}
