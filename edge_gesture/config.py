@@ -225,8 +225,9 @@ class HandsConfig(Section):
         description=(
             "After a scene's first whole search, squares where the picture changed are searched "
             "first (up to `search_squares_per_frame`) and this many more a frame sweep the rest in "
-            "turn, so a still hand is found too (openvino backend). Also the search budget while "
-            "hands are followed."
+            "turn, so a still hand is found too (openvino backend). Also the most squares a "
+            "search step takes while hands are followed: where the picture changed outside them "
+            "first, then one square of the sweep."
         ),
     )
     search_interval_frames: Annotated[int, Field(ge=1, le=300)] = Field(

@@ -154,11 +154,35 @@ def test_with_room_for_another_hand_the_search_runs_every_search_interval_frames
     # A new scene is searched whole first, at the full budget, hand or no hand.
     whole = frames_per_pass(cfg, 1280, 720)
     assert [squares for _, squares in found[:whole - 1]] == [cfg.search_squares_per_frame] * (whole - 1)
-    # Then, with one hand followed, a sweep step every search_interval_frames.
+    # Then, with one hand followed in a still room, one square of the sweep every
+    # search_interval_frames.
     later = found[max(first, whole) + 1:max(first, whole) + 1 + 4 * cfg.search_interval_frames]
     assert [n for n, _ in later] == [1] * len(later)
     searched = [squares for _, squares in later if squares]
-    assert len(searched) == 4 and set(searched) == {cfg.sweep_squares_per_frame}, later
+    assert searched == [1] * 4, later
+
+
+def test_a_second_hand_raised_while_one_is_followed_is_looked_for_where_the_picture_changed(
+        open_palm, background):
+    """One hand followed at (300, 360) in a still room; a second is raised at (1000, 360): the
+    next search step looks where the picture changed outside the followed hand and finds it,
+    rather than when the sweep comes round to it (35 squares at 1280x720)."""
+    photo, landmarks = open_palm
+    cfg = HandsConfig()
+    one = room.hand_in_frame(photo, landmarks, ROOM_SHARE, background, (300, 360))
+    two = room.hand_in_frame(photo, landmarks, ROOM_SHARE, one, (1000, 360))
+    hands = OpenVinoHands(cfg)
+    try:
+        for _ in range(frames_per_pass(cfg, 1280, 720) + 3 * cfg.search_interval_frames):
+            assert len(hands.detect(one)) == 1
+        raised = []
+        for _ in range(cfg.search_interval_frames):
+            raised.append((len(hands.detect(two)), list(hands.search_squares)))
+    finally:
+        hands.close()
+    assert raised[-1][0] == 2, [(n, len(squares)) for n, squares in raised]
+    step = next(squares for _, squares in raised if squares)
+    assert any(abs(s.cx - 1000) < s.size / 2 and abs(s.cy - 360) < s.size / 2 for s in step)
 
 
 def test_a_lost_hand_is_searched_for_at_full_budget_until_a_hand_is_back(open_palm, background):

@@ -7,8 +7,10 @@ Per frame:
    `hands.min_tracking_confidence` is let go;
 2. while fewer than `hands.max_num_hands` hands are followed, the palm detector looks at the next
    few squares of the search cycle (`search.py`); while some are followed, only every
-   `hands.search_interval_frames`-th frame, so a second person is still noticed but a followed
-   hand does not pay for a full search every frame;
+   `hands.search_interval_frames`-th frame and at most `hands.sweep_squares_per_frame` squares:
+   where the picture changed outside the followed hands (a second hand being raised), then one
+   square of the sweep (a second hand already still), so a followed hand does not pay for a
+   full search every frame;
 3. each new palm becomes a hand region, which the landmark model confirms (presence) and reads.
 
 Stills (`static_images=True`, photos) search the whole plan at once and do not follow.
@@ -129,7 +131,7 @@ class OpenVinoHandFinder:
 
         self.last_search = []
         if not self.static_images:
-            self._plan.look(frame)
+            self._plan.look(frame, [r.region for r in readings])
         # Until the hands lost are back (or another took their place): a cut to a new picture
         # loses the old hand and finds the new one in the same frame, and needs no more.
         recovering = self._frame_no <= self._recover_until and len(readings) < self._recover_hands
@@ -144,9 +146,12 @@ class OpenVinoHandFinder:
                 budget = cfg.search_squares_per_frame
                 squares = self._plan.next_squares(budget, sweep=budget, near=self._lost)
                 wanted = self._recover_hands - len(readings)
+            elif following:
+                # A second hand arrives moving: where the picture changed outside the hands
+                # followed first, and one square of the sweep for a hand that is already still.
+                squares = self._plan.next_squares(cfg.sweep_squares_per_frame, sweep=1)
             else:
-                squares = self._plan.next_squares(
-                    cfg.sweep_squares_per_frame if following else cfg.search_squares_per_frame)
+                squares = self._plan.next_squares(cfg.search_squares_per_frame)
             readings += self._new_hands(frame, squares, readings, self._lost if recovering else [],
                                         wanted)
 

@@ -86,14 +86,22 @@ class MotionMap:
             y1 = int(np.clip(np.ceil((r.cy + r.size / 2) / self.SCALE), y0 + 1, small[1]))
             self._boxes.append((x0, y0, x1, y1))
 
-    def update(self, frame: np.ndarray) -> np.ndarray:
-        """Per square, the share of its area that changed since the last call (0 on the first)."""
+    def update(self, frame: np.ndarray, ignore: Sequence[Region] = ()) -> np.ndarray:
+        """Per square, the share of its area that changed since the last call (0 on the first),
+        not counting changes inside `ignore` (the hands already followed: their own movement
+        is not a new hand)."""
         grey = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), self._size,
                           interpolation=cv2.INTER_AREA)
         previous, self._previous = self._previous, grey
         if previous is None:
             return np.zeros(len(self._boxes), np.float32)
         changed = (cv2.absdiff(grey, previous) > self.CHANGE).astype(np.uint8)
+        for r in ignore:
+            # The turned square's upright bounding box.
+            half = r.size / 2 * (abs(math.cos(r.rotation)) + abs(math.sin(r.rotation))) / self.SCALE
+            x, y = r.cx / self.SCALE, r.cy / self.SCALE
+            changed[max(0, int(y - half)):max(0, int(math.ceil(y + half))),
+                    max(0, int(x - half)):max(0, int(math.ceil(x + half)))] = 0
         total = cv2.integral(changed)
         out = np.empty(len(self._boxes), np.float32)
         for i, (x0, y0, x1, y1) in enumerate(self._boxes):
@@ -133,9 +141,10 @@ class SearchPlan:
     def first_pass_done(self) -> bool:
         return not self._unsearched
 
-    def look(self, frame: np.ndarray) -> np.ndarray:
-        """Note what changed in this frame; call once per frame, searched or not."""
-        moved = self._motion.update(frame)
+    def look(self, frame: np.ndarray, ignore: Sequence[Region] = ()) -> np.ndarray:
+        """Note what changed in this frame outside `ignore` (the followed hands); call once per
+        frame, searched or not."""
+        moved = self._motion.update(frame, ignore)
         self._moved = np.maximum(self._moved, moved)
         return moved
 
