@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from edge_gesture.config import load_config
 from edge_gesture.errors import UsageError
 from edge_gesture.machine import cpu_facts, cpu_line
@@ -150,21 +152,31 @@ def measure(cfg, args, seconds: float) -> dict:
     from edge_gesture.daemon import FramePipeline
     from edge_gesture.publish import Publisher
 
-    pipeline = FramePipeline(cfg)
+    vlm = _start_vlm(cfg) if cfg.vlm.enabled else None
+    pipeline = FramePipeline(cfg, vlm=vlm)
     publisher = Publisher(cfg)
     publisher.start()
     runs, live = [], []
+    standalone, beside = [], []
     repeats = max(1, args.repeats)
     try:
+        if vlm is not None:
+            standalone = _standalone_decisions(vlm)
         for i in range(repeats):
             for realtime, kind, out in ((False, "capacity", runs), (True, "live", live)):
                 run = f"{2 * i + 1 + realtime}/{2 * repeats} ({kind})"
+                if vlm is not None:
+                    vlm.recent_latencies_s.clear()
                 out.append(run_once(cfg, args.source, seconds, pipeline, publisher, realtime,
                                     progress_line(cfg.hands.backend, run, seconds)))
+                if vlm is not None and realtime:
+                    beside += vlm.recent_latencies_s
     finally:
         broker_connected = publisher.connected
         publisher.stop()
         pipeline.close()
+        if vlm is not None:
+            vlm.stop()
 
     def med(get, rs):
         vals = [v for v in (get(r) for r in rs) if v is not None]
@@ -197,15 +209,62 @@ def measure(cfg, args, seconds: float) -> dict:
         "events_per_run": med(lambda r: r["events"], runs),
         "broker_connected": broker_connected,
     }
+    if vlm is not None:
+        report["vlm"] = _vlm_report(cfg, standalone, beside)
     return report
+
+
+#: Decisions timed on the loaded VLM before the frame loop starts: the standalone figure.
+STANDALONE_DECISIONS = 10
+
+
+def _start_vlm(cfg):
+    """The daemon's VLM worker on the config's bundle, loaded and warmed up, or a usage error
+    naming the bundle."""
+    from edge_gesture.vlm.worker import VlmWorker
+
+    vlm = VlmWorker(cfg)
+    if not vlm.start(wait_s=None) and not vlm.wait_ready(600.0):
+        error = vlm.status()["error"]
+        vlm.stop()
+        raise UsageError(f"--vlm {cfg.vlm.bundle}: {error or 'the VLM did not load within 600 s'}")
+    return vlm
+
+
+def _standalone_decisions(vlm) -> list[float]:
+    from edge_gesture.vlm.bench import bench_crop
+
+    crop = bench_crop(None)
+    vlm.time_decision(crop)  # after the warm-up, one more so caches are as in the daemon
+    return [vlm.time_decision(crop) for _ in range(STANDALONE_DECISIONS)]
+
+
+def _vlm_report(cfg, standalone: list[float], beside: list[float]) -> dict:
+    def pct(xs, q):
+        return round(1000 * float(np.percentile(xs, q)), 1) if xs else None
+
+    inside = pct(beside, 50)
+    alone = pct(standalone, 50)
+    return {
+        "bundle": cfg.vlm.bundle,
+        "device": cfg.vlm.device,
+        "standalone_decisions": len(standalone),
+        "standalone_p50_ms": alone,
+        "standalone_p95_ms": pct(standalone, 95),
+        "in_daemon_decisions": len(beside),
+        "in_daemon_p50_ms": inside,
+        "in_daemon_p95_ms": pct(beside, 95),
+        "in_daemon_to_standalone": round(inside / alone, 2) if inside and alone else None,
+    }
 
 
 def main(args) -> int:
     cfg = load_config(getattr(args, "config", None))
     # The daemon's frame loop as `run` has it, without what a benchmark must not do: take the
-    # web port of a running service or save pictures. The VLM stays off as before: the
-    # pipeline is made without one.
+    # web port of a running service or save pictures. The VLM runs beside it only with --vlm.
+    vlm_bundle = getattr(args, "vlm", None)
     cfg = cfg.model_copy(update={
+        "vlm": cfg.vlm.model_copy(update={"enabled": bool(vlm_bundle), "bundle": vlm_bundle or ""}),
         "capture": cfg.capture.model_copy(
             update={"source": args.source, "realtime": False, "at_end": "stop"}),
         "web": cfg.web.model_copy(update={"enabled": False}),
@@ -259,3 +318,10 @@ def _print(report: dict, cfg, args) -> None:
           f"found {report['first_hand_s']} s after the first frame (source time), "
           f"{report['events_per_run']} events a run")
     print(f"peak RSS: {report['peak_rss_mb']} MB   broker connected: {broker_connected}")
+    if "vlm" in report:
+        v = report["vlm"]
+        print(f"vlm decision crop->label ({v['bundle']} on {v['device']}): standalone p50 "
+              f"{v['standalone_p50_ms']} ms, p95 {v['standalone_p95_ms']} ms ({v['standalone_decisions']} "
+              f"decisions, frame loop idle); inside the running daemon p50 {v['in_daemon_p50_ms']} ms, "
+              f"p95 {v['in_daemon_p95_ms']} ms ({v['in_daemon_decisions']} decisions over the live runs): "
+              f"{v['in_daemon_to_standalone']}x")

@@ -249,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "a repeat")
     bp.add_argument("--backend", choices=["openvino", "mediapipe", "both"],
                     help="override hands.backend; 'both' runs each and prints the frames/s ratio")
+    bp.add_argument("--vlm", metavar="BUNDLE",
+                    help="run the VLM beside the frame loop on this bundle (as with [vlm] on) and "
+                    "report its decision latency inside the daemon against standalone")
     bp.add_argument("--config", "-c", default=argparse.SUPPRESS)
     bp.set_defaults(func=cmd_bench_pipeline)
     br = bsub.add_parser("range", help="accuracy, hands found and events on no-hand photos per "

@@ -91,6 +91,8 @@ class FramePipeline:
         self.tracks = HandTracks(self.cfg.decide.lost_after_s)
         self.decider = Decider(self.cfg.decide, self.cfg.gestures.enabled)
         self.motion = MotionTracker(self.cfg.motion, self.cfg.hands.mirrored)
+        if self.vlm is not None:
+            self.vlm.forget()
 
     def process(self, frame: Frame, found: list[Hand] | None = None) -> FrameResult:
         """`found`: the hand stage's answer for this frame when the caller already has it (eval

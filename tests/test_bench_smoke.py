@@ -92,6 +92,20 @@ VLM_KEYS = {
     "load_and_warm_up_s"}
 
 
+def test_bench_pipeline_with_the_vlm_beside_reports_its_decisions_inside_and_standalone(
+        tmp_path, broker, tiny_video, tiny_ov_bundle):
+    cfg = write_config(tmp_path, broker.port)
+    report = edge_gesture("bench", "pipeline", "--source", str(tiny_video), "--repeats", "1",
+                          "--vlm", str(tiny_ov_bundle), "--json", "--config", str(cfg), cwd=tmp_path)
+    vlm = report["vlm"]
+    assert vlm["bundle"] == str(tiny_ov_bundle) and vlm["standalone_decisions"] == 10
+    assert 0 < vlm["standalone_p50_ms"] <= vlm["standalone_p95_ms"]
+    # The hand is in view for half a second of the live run: the worker decides on it.
+    assert vlm["in_daemon_decisions"] >= 1, vlm
+    assert 0 < vlm["in_daemon_p50_ms"] <= vlm["in_daemon_p95_ms"]
+    assert vlm["in_daemon_to_standalone"] > 0
+
+
 def test_bench_vlm_json(tmp_path, tiny_ov_bundle, gesture_data):
     report = edge_gesture("bench", "vlm", "--bundle", str(tiny_ov_bundle), "--repeats", "2",
                           "--threads", "1", "--json", cwd=tmp_path)

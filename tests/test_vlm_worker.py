@@ -190,3 +190,17 @@ def test_what_is_kept_for_a_hand_goes_with_its_track(worker):
         if n > 1:
             assert worker.latest(n - 1) is None
     assert len(worker._answers) == len(worker._decided_landmarks) == 1
+
+
+def test_a_new_scene_forgets_every_hand_so_a_reused_track_id_is_asked_afresh(worker):
+    # Eval's next clip and a benchmark's next run number their tracks from 1 again: the hand
+    # that is track 1 there is another hand, whatever the last scene's track 1 was told.
+    assert worker.start()
+    worker.submit(frame(1.0), [hand()])
+    assert wait_for(lambda: worker.latest(1) is not None)
+    worker.forget()
+    assert worker.latest(1) is None
+    worker.submit(frame(0.5), [hand()])  # the new scene's clock starts again too
+    assert worker.counts["skipped_unchanged"] == 0
+    assert wait_for(lambda: worker.latest(1) is not None and worker.latest(1).t == 0.5)
+    assert worker.counts["decisions"] == 2

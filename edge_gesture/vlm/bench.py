@@ -52,7 +52,7 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def _crop(path: Path | None) -> np.ndarray:
+def bench_crop(path: Path | None) -> np.ndarray:
     import cv2
 
     if path is None:
@@ -144,7 +144,7 @@ def measure(args) -> dict:
     from edge_gesture.vlm.runtime import VlmRuntime
 
     check_arguments(args)
-    crop = _crop(args.image)
+    crop = bench_crop(args.image)
     cache = Path(tempfile.mkdtemp(prefix="eg-bench-"))
     t0 = time.perf_counter()
     try:

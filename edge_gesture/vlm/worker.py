@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,8 @@ class VlmWorker:
         self.devices: dict[str, str] = {}
         self.counts = {"decisions": 0, "skipped_unchanged": 0, "failures": 0, "slow": 0}
         self.last_latency_s: float | None = None
+        #: The latest decisions' crop-to-label seconds, for `bench pipeline --vlm`.
+        self.recent_latencies_s: deque[float] = deque(maxlen=1000)
         self.load_s: float | None = None
 
     # ---- frame-loop side ----
@@ -212,6 +215,17 @@ class VlmWorker:
             self._decided_landmarks.pop(k, None)
             self._last_decided_at.pop(k, None)
 
+    def forget(self) -> None:
+        """Drop every hand's answer and memory and the offer not yet taken: a new scene (eval's
+        next clip, a benchmark's next run) numbers its tracks afresh, and an answer kept under
+        a reused track id would be another hand's."""
+        with self._cond:
+            self._job = None
+            self._answers.clear()
+            self._decided_landmarks.clear()
+            self._last_decided_at.clear()
+            self._offered_at.clear()
+
     def latest(self, track: int) -> VlmAnswer | None:
         """The newest usable answer for the hand with this track id; None when there is none
         or the VLM is down."""
@@ -252,6 +266,14 @@ class VlmWorker:
             rt.close()
         self._state = "stopped"
         return ended
+
+    def time_decision(self, image: np.ndarray) -> float:
+        """Seconds for one decision on a BGR hand crop, made on the caller's thread: the
+        benchmark's standalone figure, taken while no frames are offered (the worker idle)."""
+        if self._runtime is None or self._job is not None:
+            raise RuntimeError("time_decision needs a loaded, idle VLM")
+        _, timings = self._runtime.classify(image)
+        return timings.total_s
 
     # ---- worker thread ----
     def _run(self) -> None:
@@ -347,6 +369,7 @@ class VlmWorker:
             return
         latency = timings.total_s
         self.last_latency_s = latency
+        self.recent_latencies_s.append(latency)
         with self._cond:
             self._busy_since = None
             self.counts["decisions"] += 1
