@@ -123,12 +123,13 @@ def test_a_closed_tracker_says_so():
     tracker.close()  # twice is harmless
 
 
-def test_two_hands_under_one_label_are_told_apart():
-    from edge_gesture.hands import _one_of_each
-
-    def hand(label, score):
-        return Hand(np.zeros((21, 3), np.float32), label, score, (0, 0, 1, 1), (640, 480))
-
-    pair = _one_of_each([hand("left", 0.7), hand("left", 0.9)])
-    assert sorted(h.handedness for h in pair) == ["left", "right"]
-    assert next(h for h in pair if h.handedness == "left").score == 0.9
+def test_two_peoples_right_hands_both_stay_right_hands(gesture_data):
+    """Two people side by side, each showing a right hand: hands are told apart by their tracks
+    (position), so neither label is rewritten to make one of each."""
+    photo = first_photo(gesture_data, "open_palm")
+    two = np.hstack([photo, photo])
+    with HandTracker(HandsConfig(max_num_hands=2), static_images=True) as tracker:
+        one = tracker.detect(photo)
+        both = tracker.detect(two)
+    assert len(one) == 1 and len(both) == 2
+    assert [h.handedness for h in both] == [one[0].handedness] * 2

@@ -17,7 +17,7 @@ mirrored` says which case applies and `Hand.handedness` is always the person's o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -73,14 +73,6 @@ def open_hands(cfg: HandsConfig, *, static_images: bool = False, cache_dir: str 
     return HandTracker(cfg, static_images=static_images)
 
 
-def _one_of_each(pair: list[Hand]) -> list[Hand]:
-    """MediaPipe sometimes calls both hands left (or right). Hands are tracked by that label,
-    so two hands under one label would mix their gestures: the less sure one takes the other."""
-    keep, other = sorted(pair, key=lambda h: h.score, reverse=True)
-    flipped = "left" if keep.handedness == "right" else "right"
-    return [keep, replace(other, handedness=flipped)]
-
-
 class HandTracker:
     """Finds hands in BGR frames. One per thread: MediaPipe's graph is not thread-safe."""
 
@@ -132,8 +124,8 @@ class HandTracker:
                 bbox=box_in_frame(points, width, height),
                 frame_size=(width, height),
             ))
-        if len(hands) == 2 and hands[0].handedness == hands[1].handedness:
-            hands = _one_of_each(hands)
+        # Two hands under one label may well be two people's right hands, so no label is rewritten:
+        # hands are told apart by their tracks (tracks.py), each label voted over its track.
         return hands
 
     #: MediaPipe follows from the second frame on and searches only when it lost a hand.
