@@ -21,6 +21,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from tests.room import paste
+
 LEAD_S = 0.1
 #: Sub-frame positions averaged per frame for the blur, over half a frame's time (the exposure).
 BLUR_SAMPLES = 5
@@ -78,8 +80,6 @@ def moving_frame(scene: np.ndarray, picture: np.ndarray, cx: float, cy: float, p
     """The room with the hand picture along `path` during this frame's exposure: the average of
     BLUR_SAMPLES composites, so a fast hand smears as on camera. (cx, cy): the hand's centre in
     `picture`."""
-    from tests.room_video import paste
-
     acc = np.zeros(scene.shape, np.float32)
     for k in range(BLUR_SAMPLES):
         x, y, scale = path(t + dt * EXPOSURE_SHARE * k / BLUR_SAMPLES)

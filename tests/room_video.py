@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from tests.motion_paths import motion_path, moving_frame
+from tests.room import paste
 
 ROOM_SIZE = (1280, 720)
 DEFAULT_BACKGROUNDS = Path(__file__).resolve().parent.parent.parent / "shared" / "backgrounds"
@@ -135,17 +136,6 @@ def scaled_photo(photo: Path, share: float, frame_width: int) -> tuple[np.ndarra
     size = (max(1, round(image.shape[1] * s)), max(1, round(image.shape[0] * s)))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC)
     return small, cx * s, cy * s
-
-
-def paste(canvas: np.ndarray, picture: np.ndarray, x: int, y: int) -> np.ndarray:
-    """`picture` on a copy of `canvas` with its top-left corner at (x, y), cut at the edges."""
-    out = canvas.copy()
-    h, w = picture.shape[:2]
-    x0, y0 = max(x, 0), max(y, 0)
-    x1, y1 = min(x + w, out.shape[1]), min(y + h, out.shape[0])
-    if x1 > x0 and y1 > y0:
-        out[y0:y1, x0:x1] = picture[y0 - y:y1 - y, x0 - x:x1 - x]
-    return out
 
 
 def still(scene: np.ndarray, photo: Path, share: float, at: tuple[float, float]) -> np.ndarray:
