@@ -238,7 +238,6 @@ class OpenVinoHandFinder:
         self._plan = None
         self._recover_until = 0
         self._lost = []
-        self._lost: list[Region] = []  # where hands were lost, while recovering
 
     def close(self) -> None:
         self._palm = self._landmarks = None
