@@ -4,7 +4,10 @@ Each finger gets a soft "extended" probability from two cues that fail different
 of its joints (3-D angles, so a finger pointing at the camera still reads as straight) and how far
 its tip reaches from the wrist compared with its middle joint. The thumb, which folds sideways
 rather than curling, is "out" when its tip is far from the middle knuckle, clear of the index and
-middle fingers, and beyond the index knuckle along the line of the knuckles. A gesture is a
+middle fingers, beyond the index knuckle along the line of the knuckles, and when the thumb itself
+is straight: a thumb folded into a fist bends at both its joints (70-130 degrees together on the
+development photos), one held out stays straight (under 70) however close to the hand people hold
+it, where the three distances alone lose a call sign or a thumbs-down. A gesture is a
 template over these (for example call = thumb out, little finger extended, the other three
 curled), scored as the product of how well each part matches, so one clearly wrong finger sinks
 the score and a half-closed hand scores low everywhere. Logistic curves turn every measurement
@@ -48,21 +51,43 @@ FINGERS = {
     "pinky": (17, 18, 19, 20),
 }
 
-# Thresholds sit midway between how clearly extended and clearly folded fingers measure, in
-# palm-length units or degrees; the scale is how soft the change is (one scale = 73% / 27%).
-_BEND_MID, _BEND_SCALE = 100.0, 12.0  # summed joint bend: straight ~20-45, curled 150-270
-_REACH_MID, _REACH_SCALE = 1.10, 0.05  # tip-to-wrist / middle-joint-to-wrist
-_THUMB_FAR_MID, _THUMB_FAR_SCALE = 0.85, 0.08  # thumb tip to middle knuckle
-_THUMB_CLEAR_MID, _THUMB_CLEAR_SCALE = 0.42, 0.07  # thumb tip to nearest index/middle joint
-_THUMB_SIDE_MID, _THUMB_SIDE_SCALE = 0.40, 0.07  # thumb tip beyond the index knuckle, sideways
-_PINCH_MID, _PINCH_SCALE = 0.50, 0.08  # thumb tip to index tip, for ok
-# Degrees from the image's up / down. The thumb's cone sits between where tilted thumbs-ups point
-# (30 degrees of tilt on top of how people hold them: within ~65) and a hand on its side (90, or
-# ~73 when only the thumb is sideways and the fist still leans up).
-_THUMB_CONE, _INDEX_CONE, _CONE_SCALE = 70.0, 60.0, 8.0
 # The thumb's direction is its own (base joint to tip) plus this much of the knuckle row (little to
 # index knuckle), each counted at its length in the picture; see _thumb_direction.
 _KNUCKLE_WEIGHT = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Where each measurement turns from one state to the other, and how softly.
+
+    Midpoints sit between how clearly extended and clearly folded fingers measure, in palm-length
+    units or degrees; a scale is how soft the change is (one scale = 73% / 27%).
+    `python -m tests.threshold_cv` checks them against the development photos by cross-validation.
+    """
+
+    bend_mid: float = 100.0  # summed joint bend in degrees: straight ~20-45, curled 150-270
+    bend_scale: float = 12.0
+    reach_mid: float = 1.10  # tip-to-wrist / middle-joint-to-wrist
+    reach_scale: float = 0.05
+    thumb_far_mid: float = 0.85  # thumb tip to middle knuckle
+    thumb_far_scale: float = 0.08
+    thumb_clear_mid: float = 0.42  # thumb tip to nearest index/middle joint
+    thumb_clear_scale: float = 0.07
+    thumb_side_mid: float = 0.40  # thumb tip beyond the index knuckle, sideways
+    thumb_side_scale: float = 0.07
+    thumb_bend_mid: float = 60.0  # the thumb's two joints' summed bend in degrees
+    thumb_bend_scale: float = 10.0
+    pinch_mid: float = 0.50  # thumb tip to index tip, for ok
+    pinch_scale: float = 0.08
+    # Degrees from the image's up / down. The thumb's cone sits between where tilted thumbs-ups
+    # point (30 degrees of tilt on top of how people hold them: within ~65) and a hand on its side
+    # (90, or ~73 when only the thumb is sideways and the fist still leans up).
+    thumb_cone: float = 70.0
+    index_cone: float = 60.0
+    cone_scale: float = 8.0
+
+
+THRESHOLDS = Thresholds()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +108,11 @@ class HandShape:
     index_up: float
 
 
-def _sigmoid(z: float) -> float:
-    # Clamped so extreme measurements (a landmark glitch) cannot overflow exp.
-    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+def _sigmoid(z):
+    # Clamped so extreme measurements (a landmark glitch) cannot overflow exp; numbers or arrays.
+    if isinstance(z, np.ndarray):
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0)))
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, float(z)))))
 
 
 def _angle(u: np.ndarray, v: np.ndarray) -> float:
@@ -128,42 +155,75 @@ def _as_points(landmarks, aspect: float) -> np.ndarray:
     return pts * (aspect, 1.0, aspect)
 
 
-def measure(landmarks, aspect: float = 1.0) -> HandShape:
-    """The hand's finger states, pinch and directions; see the module docstring."""
+@dataclass(frozen=True, slots=True)
+class Measurements:
+    """A hand's raw geometry before any threshold: palm lengths and degrees. Each field may also be
+    an array (one entry per hand), which `HandShape` and `gesture_scores` carry through."""
+
+    bend: dict[str, float]  # finger -> summed bend of its three joints, degrees
+    reach: dict[str, float]  # finger -> tip-to-wrist / middle-joint-to-wrist
+    thumb_far: float
+    thumb_clear: float
+    thumb_side: float
+    thumb_bend: float  # degrees at the thumb's base and middle joints together
+    pinch_gap: float  # thumb tip to index tip
+    thumb_angle: float  # degrees from the image's up
+    index_angle: float
+
+
+def measurements(landmarks, aspect: float = 1.0) -> Measurements:
+    """The raw geometry the gesture templates read; see the module docstring."""
     p = _as_points(landmarks, aspect)
     wrist = p[WRIST]
     palm = float(np.mean([np.linalg.norm(p[j] - wrist) for j in (5, 9, 17)]))
     if palm < 1e-6:
         raise ValueError("landmarks are degenerate (the palm has no size)")
 
-    extended = {}
+    bend, reach = {}, {}
     for name, (mcp, pip, dip, tip) in FINGERS.items():
-        bend = (_angle(p[mcp] - wrist, p[pip] - p[mcp]) + _angle(p[pip] - p[mcp], p[dip] - p[pip])
-                + _angle(p[dip] - p[pip], p[tip] - p[dip]))
-        reach = np.linalg.norm(p[tip] - wrist) / max(np.linalg.norm(p[pip] - wrist), 1e-9)
-        z = ((_BEND_MID - bend) / _BEND_SCALE + (reach - _REACH_MID) / _REACH_SCALE) / 2
-        extended[name] = _sigmoid(z)
+        bend[name] = (_angle(p[mcp] - wrist, p[pip] - p[mcp]) + _angle(p[pip] - p[mcp], p[dip] - p[pip])
+                      + _angle(p[dip] - p[pip], p[tip] - p[dip]))
+        reach[name] = float(np.linalg.norm(p[tip] - wrist)
+                            / max(np.linalg.norm(p[pip] - wrist), 1e-9))
 
     tip = p[THUMB[3]]
-    far = np.linalg.norm(tip - p[9]) / palm
-    clear = min(np.linalg.norm(tip - p[j]) for j in (6, 7, 10, 11)) / palm
     knuckles = p[5] - p[17]
-    side = float((tip - p[5]) @ knuckles) / (max(np.linalg.norm(knuckles), 1e-9) * palm)
-    thumb_z = ((far - _THUMB_FAR_MID) / _THUMB_FAR_SCALE
-               + (clear - _THUMB_CLEAR_MID) / _THUMB_CLEAR_SCALE
-               + (side - _THUMB_SIDE_MID) / _THUMB_SIDE_SCALE) / 3
+    return Measurements(
+        bend=bend,
+        reach=reach,
+        thumb_far=float(np.linalg.norm(tip - p[9]) / palm),
+        thumb_clear=float(min(np.linalg.norm(tip - p[j]) for j in (6, 7, 10, 11)) / palm),
+        thumb_side=float((tip - p[5]) @ knuckles) / (max(np.linalg.norm(knuckles), 1e-9) * palm),
+        thumb_bend=_angle(p[THUMB[1]] - p[THUMB[0]], p[THUMB[2]] - p[THUMB[1]])
+        + _angle(p[THUMB[2]] - p[THUMB[1]], p[THUMB[3]] - p[THUMB[2]]),
+        pinch_gap=float(np.linalg.norm(tip - p[8]) / palm),
+        thumb_angle=_degrees_from_up(_thumb_direction(p)),
+        index_angle=_degrees_from_up(p[8][:2] - p[5][:2]),
+    )
 
-    pinch = _sigmoid((_PINCH_MID - np.linalg.norm(tip - p[8]) / palm) / _PINCH_SCALE)
-    thumb_angle = _degrees_from_up(_thumb_direction(p))
-    index_angle = _degrees_from_up(p[8][:2] - p[5][:2])
+
+def shape_of(m: Measurements, t: Thresholds = THRESHOLDS) -> HandShape:
+    """The soft finger states, pinch and directions the measurements mean under thresholds `t`."""
+    extended = {name: _sigmoid(((t.bend_mid - m.bend[name]) / t.bend_scale
+                                + (m.reach[name] - t.reach_mid) / t.reach_scale) / 2)
+                for name in FINGERS}
+    thumb_z = ((m.thumb_far - t.thumb_far_mid) / t.thumb_far_scale
+               + (m.thumb_clear - t.thumb_clear_mid) / t.thumb_clear_scale
+               + (m.thumb_side - t.thumb_side_mid) / t.thumb_side_scale
+               + (t.thumb_bend_mid - m.thumb_bend) / t.thumb_bend_scale) / 4
     return HandShape(
         thumb_out=_sigmoid(thumb_z),
         extended=extended,
-        pinch=pinch,
-        thumb_up=_sigmoid((_THUMB_CONE - thumb_angle) / _CONE_SCALE),
-        thumb_down=_sigmoid((_THUMB_CONE - (180.0 - thumb_angle)) / _CONE_SCALE),
-        index_up=_sigmoid((_INDEX_CONE - index_angle) / _CONE_SCALE),
+        pinch=_sigmoid((t.pinch_mid - m.pinch_gap) / t.pinch_scale),
+        thumb_up=_sigmoid((t.thumb_cone - m.thumb_angle) / t.cone_scale),
+        thumb_down=_sigmoid((t.thumb_cone - (180.0 - m.thumb_angle)) / t.cone_scale),
+        index_up=_sigmoid((t.index_cone - m.index_angle) / t.cone_scale),
     )
+
+
+def measure(landmarks, aspect: float = 1.0, thresholds: Thresholds = THRESHOLDS) -> HandShape:
+    """The hand's finger states, pinch and directions; see the module docstring."""
+    return shape_of(measurements(landmarks, aspect), thresholds)
 
 
 def _curled(s: HandShape, *names: str) -> float:

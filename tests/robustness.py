@@ -136,21 +136,42 @@ PERTURBATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 
 class CachedTracker:
-    """A HandTracker that remembers its answer per image (by the bytes' hash and the hands
-    settings). MediaPipe in still-image mode gives the same hands for the same pixels and
-    settings, so a replay is the same judge."""
+    """The hand stage with its answers remembered: per image (the bytes' hash), per hands
+    settings and per frame since the last `forget`, with how many frames it then needed to
+    settle. Eval's judge shows a photo frame after frame, and the hand stage answers the same
+    pixels the same way in the same state, so a replay is the same judge."""
 
     def __init__(self, tracker, settings: str, cache: dict | None = None):
         self.tracker = tracker
         self.settings = settings
         self.cache = {} if cache is None else cache
+        self.frames_to_settle = tracker.frames_to_settle
+        self._frame = 0
+        self._live = True  # the tracker's own state matches the frames shown since `forget`
 
     def detect(self, image: np.ndarray):
-        key = hashlib.sha1(image.tobytes() + repr(image.shape).encode()
-                           + self.settings.encode()).hexdigest()
+        key = (hashlib.sha1(image.tobytes() + repr(image.shape).encode()
+                            + self.settings.encode()).hexdigest(), self._frame)
+        self._frame += 1
         if key not in self.cache:
-            self.cache[key] = self.tracker.detect(image)
-        return self.cache[key]
+            if not self._live:
+                # An earlier frame of this scene came from the cache: replay the scene up to here
+                # so the tracker is in the state the uncached run would have.
+                self.tracker.forget()
+                for _ in range(self._frame - 1):
+                    self.tracker.detect(image)
+                self._live = True
+            self.cache[key] = (self.tracker.detect(image), self.tracker.frames_to_settle)
+        else:
+            self._live = False
+        hands, self.frames_to_settle = self.cache[key]
+        return hands
+
+    def forget(self) -> None:
+        self.tracker.forget()
+        self.frames_to_settle = self.tracker.frames_to_settle
+        self._frame = 0
+        self._live = True
 
     def close(self) -> None:
         self.tracker.close()
@@ -177,7 +198,7 @@ def _summary(results, labels: list[str]) -> dict:
 def run(folder: Path, cfg: Config, names: list[str], cache: dict | None = None) -> dict:
     """Per perturbation name, the summary of every photo under `folder` judged like eval does."""
     from edge_gesture.daemon import FramePipeline
-    from edge_gesture.hands import HandTracker
+    from edge_gesture.hands import open_hands
 
     items = find_images(folder)
     images = [(label, str(p.relative_to(folder)), cv2.imread(str(p), cv2.IMREAD_COLOR))
@@ -185,7 +206,9 @@ def run(folder: Path, cfg: Config, names: list[str], cache: dict | None = None) 
     images = [x for x in images if x[2] is not None]
     labels = sorted({label for label, _, _ in images})
     hold_frames = int(round(_hold_seconds(cfg) * FRAME_RATE))
-    tracker = CachedTracker(HandTracker(cfg.hands, static_images=True), repr(cfg.hands), cache)
+    # The hand stage eval uses (hands.backend), shown the photo frame after frame as eval does.
+    tracker = CachedTracker(open_hands(cfg.hands, cache_dir=str(cfg.service.cache_path())),
+                            repr(cfg.hands), cache)
     pipeline = FramePipeline(cfg, tracker=tracker)
     report = {}
     try:
@@ -207,19 +230,24 @@ def _main_hand(hands):
 def run_poses(folder: Path, cfg: Config, cache: dict | None = None) -> dict:
     """Per pose change, per gesture: the share of its photos still read right (see `--poses`)."""
     from edge_gesture.gestures import classify_landmarks
-    from edge_gesture.hands import HandTracker
+    from edge_gesture.hands import open_hands
     from tests.hand_poses import variations
 
     def right(points, truth, hand) -> bool:
         guess = classify_landmarks(points, hand)
         return guess.label == truth and guess.confidence >= cfg.decide.enter_threshold
 
-    tracker = CachedTracker(HandTracker(cfg.hands, static_images=True), repr(cfg.hands), cache)
+    tracker = CachedTracker(open_hands(cfg.hands, static_images=True,
+                                       cache_dir=str(cfg.service.cache_path())),
+                            repr(cfg.hands) + " still", cache)
     kept: dict[str, dict[str, list[bool]]] = {}
     try:
         for label, path in find_images(folder):
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            hand = None if label == NONE or image is None else _main_hand(tracker.detect(image))
+            if label == NONE or image is None:
+                continue
+            tracker.forget()
+            hand = _main_hand(tracker.detect(image))
             if hand is None:
                 continue
             points = hand.landmarks.astype(np.float64) * (hand.aspect, 1.0, hand.aspect)
@@ -271,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--poses", action="store_true", help="also change the pose of real landmarks")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--mistakes", action="store_true", help="list every wrong photo per perturbation")
-    ap.add_argument("--cache", type=Path, help="pickle of MediaPipe's hands per image (a temp path)")
+    ap.add_argument("--cache", type=Path, help="pickle of the hand stage's answers per image (a temp path)")
     a = ap.parse_args(argv)
 
     cache = {}
