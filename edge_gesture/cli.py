@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 import structlog
 
@@ -194,6 +195,29 @@ def cmd_discovery(args) -> int:
     return 0
 
 
+def cmd_serving_repository(args) -> int:
+    from edge_gesture.bundle import BundleError
+    from edge_gesture.vlm.serving import write_ovms_repository
+
+    try:
+        written = write_ovms_repository(Path(args.bundle), Path(args.out), name=args.name,
+                                        version=args.model_version, device=args.device)
+    except (BundleError, FileExistsError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        print(json.dumps(written, indent=2))
+        return 0
+    i, o = written["input"], written["output"]
+    print(f"wrote {written['model']} and {written['config']}")
+    print(f"model {written['name']} version {written['version']}: {i['name']} {i['datatype']} "
+          f"{i['shape']} -> {o['name']} {o['datatype']} {o['shape']}")
+    print(f"bundle manifest sha256 {written['manifest_sha256']} (in the model's rt_info)")
+    print(f"serve it: docker run -d --rm -v {Path(args.out).resolve()}:/models:ro -p 9000:9000 "
+          "-p 8000:8000 openvino/model_server:latest --config_path /models/config.json "
+          "--port 9000 --rest_port 8000")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-gesture", description=__doc__)
     p.add_argument("--version", action="version", version=f"edge-gesture {__version__}")
@@ -312,6 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="clear the retained announcement: Home Assistant deletes the device")
     dc.add_argument("--config", "-c", default=argparse.SUPPRESS)
     dc.set_defaults(func=cmd_discovery)
+
+    sr = sub.add_parser("serving-repository", help="write an OpenVINO Model Server repository "
+                        "with the bundle's vision encoder (uint8 pixels in, image features out)")
+    sr.add_argument("bundle", help="the model bundle (edge-gesture-export's folder)")
+    sr.add_argument("out", help="the repository folder (created; its config.json is updated)")
+    sr.add_argument("--name", default="edge-gesture-vision", help="the served model's name")
+    sr.add_argument("--model-version", type=int, default=1,
+                    help="the version folder (a positive integer; an existing one is refused)")
+    sr.add_argument("--device", default="CPU",
+                    help="target_device in config.json: CPU, GPU, NPU or AUTO on the server")
+    sr.add_argument("--json", action="store_true")
+    sr.set_defaults(func=cmd_serving_repository)
     return p
 
 

@@ -109,8 +109,9 @@ def _axis_matrices(
     return rows.astype(np.float32), np.ascontiguousarray(cols.T.astype(np.float32))
 
 
-def pixel_values(rgb: np.ndarray, spec: ImageSpec) -> np.ndarray:
-    """uint8 RGB image (H, W, 3) -> float32 pixel_values [1, 3, size, size]."""
+def resized_pixels(rgb: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    """uint8 RGB image (H, W, 3) -> the model's square of uint8 RGB pixels (size, size, 3), as
+    the processor resizes it: what a remote vision encoder with normalisation built in takes."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {rgb.shape} {rgb.dtype}")
     rows, cols_t = _axis_matrices(
@@ -118,12 +119,22 @@ def pixel_values(rgb: np.ndarray, spec: ImageSpec) -> np.ndarray:
     )
     # C order: numpy hands strided operands to a slow non-BLAS loop.
     planes = np.moveaxis(rgb, 2, 0).astype(np.float32, order="C")  # (3, H, W)
-    resized = np.stack([rows @ plane @ cols_t for plane in planes])  # (3, size, size)
-    resized = np.clip(np.rint(resized), 0, 255)
+    resized = np.stack([rows @ plane @ cols_t for plane in planes], axis=-1)  # (size, size, 3)
+    return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+
+
+def normalised(pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    """uint8 (size, size, 3) pixels -> float32 pixel_values [1, 3, size, size]."""
+    planes = np.moveaxis(pixels, 2, 0).astype(np.float32)
     mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
-    out = (resized * np.float32(spec.rescale_factor) - mean) / std
+    out = (planes * np.float32(spec.rescale_factor) - mean) / std
     return out[None].astype(np.float32)
+
+
+def pixel_values(rgb: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    """uint8 RGB image (H, W, 3) -> float32 pixel_values [1, 3, size, size]."""
+    return normalised(resized_pixels(rgb, spec), spec)
 
 
 SIDE_STEP = 16
