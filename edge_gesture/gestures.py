@@ -5,9 +5,10 @@ of its joints (3-D angles, so a finger pointing at the camera still reads as str
 its tip reaches from the wrist compared with its middle joint. The thumb, which folds sideways
 rather than curling, is "out" when its tip is far from the middle knuckle, clear of the index and
 middle fingers, beyond the index knuckle along the line of the knuckles, and when the thumb itself
-is straight: a thumb folded into a fist bends at both its joints (70-130 degrees together on the
-development photos), one held out stays straight (under 70) however close to the hand people hold
-it, where the three distances alone lose a call sign or a thumbs-down. A gesture is a
+is straight: a thumb folded into a fist bends at both its joints (61-134 degrees together on the
+development photos' fists), one held out stays straighter (6-68 on their calls and thumbs) however
+close to the hand people hold it, where the three distances alone lose a call sign or a
+thumbs-down. A gesture is a
 template over these (for example call = thumb out, little finger extended, the other three
 curled), scored as the product of how well each part matches, so one clearly wrong finger sinks
 the score and a half-closed hand scores low everywhere. Logistic curves turn every measurement
