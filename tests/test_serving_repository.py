@@ -21,13 +21,14 @@ from edge_gesture.bundle import BundleError, load_bundle_manifest
 from edge_gesture.vlm.backend import BackendOptions
 from edge_gesture.vlm.preprocess import pixel_values, resized_pixels
 from edge_gesture.vlm.runtime import VlmRuntime
-from edge_gesture.vlm.serving import (
-    RT_INFO_KEY,
-    manifest_sha256,
-    run_served_model,
-    write_ovms_repository,
-)
+from edge_gesture.vlm.serving import PIXELS_INPUT, RT_INFO_KEY, manifest_sha256, write_ovms_repository
 from tests.vlm_fixtures import GESTURES
+
+
+def run_served_model(model_xml, pixels: np.ndarray) -> np.ndarray:
+    """The served model's answer for one crop's pixels, as OVMS computes it (OpenVINO on CPU)."""
+    compiled = ov.Core().compile_model(str(model_xml), "CPU")
+    return np.array(compiled({PIXELS_INPUT: pixels[None]})[0], copy=True)
 
 
 @pytest.fixture(scope="module")

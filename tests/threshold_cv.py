@@ -68,13 +68,15 @@ class Hands:
     m: Measurements  # every field an array
 
 
+# The per-hand numbers of Measurements; bend and reach are per finger.
+_NUMBERS = tuple(f.name for f in dataclasses.fields(Measurements) if f.name not in ("bend", "reach"))
+
+
 def _stack(items: list[Measurements]) -> Measurements:
     return Measurements(
         bend={f: np.array([m.bend[f] for m in items]) for f in FINGERS},
         reach={f: np.array([m.reach[f] for m in items]) for f in FINGERS},
-        **{name: np.array([getattr(m, name) for m in items])
-           for name in ("thumb_far", "thumb_clear", "thumb_side", "thumb_bend", "pinch_gap",
-                        "thumb_angle", "index_angle")})
+        **{name: np.array([getattr(m, name) for m in items]) for name in _NUMBERS})
 
 
 def collect(folder: Path, cfg: Config, cache: dict) -> tuple[Hands, list[str]]:
@@ -114,9 +116,7 @@ def collect(folder: Path, cfg: Config, cache: dict) -> tuple[Hands, list[str]]:
 def _take(m: Measurements, keep: np.ndarray) -> Measurements:
     return Measurements(bend={f: v[keep] for f, v in m.bend.items()},
                         reach={f: v[keep] for f, v in m.reach.items()},
-                        **{k: getattr(m, k)[keep] for k in ("thumb_far", "thumb_clear", "thumb_side",
-                                                            "thumb_bend", "pinch_gap", "thumb_angle",
-                                                            "index_angle")})
+                        **{name: getattr(m, name)[keep] for name in _NUMBERS})
 
 
 def judge(m: Measurements, truth: np.ndarray, t: Thresholds, fires: float):

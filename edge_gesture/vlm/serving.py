@@ -158,10 +158,3 @@ def _read_config(path: Path) -> dict:
     config.setdefault("model_config_list", [])
     return config
 
-
-def run_served_model(model_xml: Path, pixels: np.ndarray) -> np.ndarray:
-    """The served model's answer for one crop's pixels, as OVMS computes it (OpenVINO on CPU)."""
-    import openvino as ov
-
-    compiled = ov.Core().compile_model(str(model_xml), "CPU")
-    return np.array(compiled({PIXELS_INPUT: pixels[None]})[0], copy=True)
