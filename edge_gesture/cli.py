@@ -218,6 +218,20 @@ def cmd_serving_repository(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    try:
+        from edge_gesture_serve.cli import main as serve_main
+    except ImportError as e:
+        if e.name is None or not e.name.startswith(("edge_gesture_serve", "kserve")):
+            raise
+        raise UsageError(
+            "edge-gesture serve needs the serve distribution (KServe's model server), which "
+            "has its own venv because its pins differ from the daemon's: script/setup --serve, "
+            "then .venv-serve/bin/edge-gesture serve --bundle DIR") from None
+    rest = args.serve_args
+    return serve_main(rest[1:] if rest[:1] == ["--"] else rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-gesture", description=__doc__)
     p.add_argument("--version", action="version", version=f"edge-gesture {__version__}")
@@ -348,10 +362,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="target_device in config.json: CPU, GPU, NPU or AUTO on the server")
     sr.add_argument("--json", action="store_true")
     sr.set_defaults(func=cmd_serving_repository)
+
+    sv = sub.add_parser("serve", add_help=False,
+                        help="serve a bundle's VLM to other machines' daemons over the Open "
+                        "Inference Protocol (KServe's model server; `serve --help` for options)")
+    sv.add_argument("serve_args", nargs=argparse.REMAINDER)
+    sv.set_defaults(func=cmd_serve)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        # Its options are the serve distribution's own, parsed there (argparse's REMAINDER
+        # does not pass on options that start with --).
+        argv = ["serve", "--", *argv[1:]]
     args = build_parser().parse_args(argv)
     # Logs go to stderr from the start, so a --json command's stdout is its JSON alone (structlog's
     # own default prints to stdout); `run` reconfigures from its config file.

@@ -717,6 +717,76 @@ _DEVICE = re.compile(
 )
 
 
+class VlmRemoteConfig(Section):
+    url: str = Field(
+        "",
+        description="An Open Inference Protocol (KServe v2) server to run part of each decision: "
+        "http://host:port or https://host:port (OpenVINO Model Server, `edge-gesture serve`). "
+        "Empty: everything runs on this machine.",
+    )
+    split: Literal["vision", "all"] = Field(
+        "vision",
+        description="vision: the server runs the vision encoder on the hand crop, this machine "
+        "the language model (needs the bundle here too); all: the server makes the whole "
+        "decision (no bundle here, for boxes too small for the language model).",
+    )
+    protocol: Literal["rest"] = Field(
+        "rest", description="rest: the protocol's REST API with its binary-data extension."
+    )
+    model: str = Field(
+        "",
+        description="The model's name on the server; empty: edge-gesture-vision (split vision) "
+        "or edge-gesture-decision (split all).",
+    )
+    model_version: str = Field(
+        "", description="The model version to ask for; empty: the server's default."
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        2.0,
+        description="A request with no answer in this long fails (the decision is dropped; "
+        "landmarks carry on; the server is tried again after the backoff).",
+    )
+    token_file: str = Field(
+        "",
+        description="File whose first line is sent as `Authorization: Bearer <token>`. A bare "
+        "file name is looked up in $CREDENTIALS_DIRECTORY (systemd LoadCredential=).",
+    )
+    ca_file: str = Field(
+        "", description="PEM CA(s) that signed an https server's certificate; empty: the "
+        "system's trusted CAs.",
+    )
+    cert_file: str = Field(
+        "", description="Client certificate (PEM) for servers that require one; needs key_file."
+    )
+    key_file: str = Field(
+        "",
+        description="Private key (PEM) of cert_file. A bare file name is looked up in "
+        "$CREDENTIALS_DIRECTORY.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_ok(cls, v: str) -> str:
+        if v and not re.match(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$", v):
+            raise ValueError("give http://host:port or https://host:port")
+        return v.rstrip("/")
+
+    @checks_across("cert_file", "key_file")
+    def _pair(self) -> Iterator[tuple[str, str]]:
+        if bool(self.cert_file) != bool(self.key_file):
+            yield ("key_file" if self.cert_file else "cert_file",
+                   "cert_file and key_file go together: set both or neither")
+
+    @checks_across("url", "ca_file", "cert_file")
+    def _tls_needs_https(self) -> Iterator[tuple[str, str]]:
+        if self.url.startswith("http://") and (self.ca_file or self.cert_file):
+            yield ("url", "ca_file / cert_file are for TLS: use an https:// url")
+
+    def model_name(self) -> str:
+        return self.model or ("edge-gesture-decision" if self.split == "all"
+                              else "edge-gesture-vision")
+
+
 class VlmConfig(Section):
     enabled: bool = Field(
         False,
@@ -802,15 +872,21 @@ class VlmConfig(Section):
         300.0, description="Ceiling of the doubling reload wait."
     )
 
+    remote: VlmRemoteConfig = Field(
+        default_factory=VlmRemoteConfig,
+        description="Part or all of each decision on a shared inference server.",
+    )
+
     @field_validator("device", "vision_device", "language_device", "fallback_device")
     @classmethod
     def _device_ok(cls, v: str) -> str:
         return _openvino_device(v)
 
-    @checks_across("enabled", "bundle")
+    @checks_across("enabled", "bundle", "remote")
     def _bundle_when_enabled(self) -> Iterator[tuple[str, str]]:
-        if self.enabled and not self.bundle:
-            yield "bundle", "required when enabled is true"
+        whole_remote = bool(self.remote.url) and self.remote.split == "all"
+        if self.enabled and not self.bundle and not whole_remote:
+            yield "bundle", "required when enabled is true (unless remote.split = \"all\")"
 
     @checks_across("backoff_initial_s", "backoff_max_s")
     def _backoff_order(self) -> Iterator[tuple[str, str]]:

@@ -45,6 +45,8 @@ def check(cfg: Config, *, deep: bool = False, unusable: frozenset[str] = frozens
         _tls_files(cfg, found)
     if usable("vlm.enabled", "vlm.bundle", "vlm.allow_unverified"):
         _vlm_bundle(cfg, found, deep)
+    if usable("vlm.enabled", "vlm.remote"):
+        _vlm_remote_files(cfg, found)
     if usable("vlm.enabled", "gestures.custom"):
         _custom_gestures(cfg, found)
     folders = {"service.state_dir": cfg.service.state_dir, "service.cache_dir": cfg.service.cache_dir}
@@ -151,7 +153,8 @@ def _tls_files(cfg: Config, found: Findings) -> None:
 
 
 def _vlm_bundle(cfg: Config, found: Findings, deep: bool) -> None:
-    if not cfg.vlm.enabled:
+    r = cfg.vlm.remote
+    if not cfg.vlm.enabled or (r.url and r.split == "all"):  # a whole-remote VLM has no bundle
         return
     from edge_gesture.bundle import BundleError, load_bundle_manifest
 
@@ -164,6 +167,24 @@ def _vlm_bundle(cfg: Config, found: Findings, deep: bool) -> None:
     if not deep:
         found.notes.append("vlm.bundle: file sizes match the manifest; --deep also checks "
                            "their sha256")
+
+
+def _vlm_remote_files(cfg: Config, found: Findings) -> None:
+    """The server's files are read when the VLM loads, after start-up: a typo would only show
+    as a VLM that never comes up, so it is named here."""
+    r = cfg.vlm.remote
+    if not cfg.vlm.enabled or not r.url:
+        return
+    for setting in ("token_file", "ca_file", "cert_file", "key_file"):
+        value = getattr(r, setting)
+        name = f"vlm.remote.{setting}"
+        if not value:
+            continue
+        if setting in ("token_file", "key_file"):
+            if _credential_unchecked(value, name, found):
+                continue
+        if problem := _readable_file(value, name):
+            found.problems.append(problem)
 
 
 def _custom_gestures(cfg: Config, found: Findings) -> None:

@@ -25,6 +25,7 @@ class BackendOptions:
     fallback_device: str = ""
     onnx_provider: str = "auto"  # auto, cpu, openvino
     precision: str = "auto"  # CPU inference precision: auto (the plugin picks), f32, bf16, f16
+    local_vision: bool = True  # False: a server runs the vision encoder (vlm.remote)
 
 
 class BackendError(Exception):

@@ -73,11 +73,12 @@ class OnnxBackend(Backend):
             except Exception as e:  # ORT raises several unrelated classes for a bad model
                 raise BackendError(f"{path}: ONNX Runtime could not load it: {e}") from None
 
-        self._vis = session("vision", opts.vision_device)
+        # With the encoder on a server (vlm.remote) its model is not even read here.
+        self._vis = session("vision", opts.vision_device) if opts.local_vision else None
         emb = session("text_embeddings", "CPU")
         self._lm = session("language", opts.language_device)
         self._emb = emb
-        self._vis_inputs = {i.name for i in self._vis.get_inputs()}
+        self._vis_inputs = {i.name for i in self._vis.get_inputs()} if self._vis is not None else set()
         self._patch_mask, self._patch_pos = patch_inputs(manifest)
         lang = manifest.language
         self._kv_names = [

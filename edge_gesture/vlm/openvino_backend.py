@@ -125,10 +125,11 @@ class OpenVinoBackend(Backend):
         self._patch_mask, self._patch_pos = patch_inputs(manifest)
         model_dirs = [root, opts.cache_dir]
         try:
+            # With the encoder on a server (vlm.remote) its model is not even read here.
             self._vis = core.compile_model(
                 self._one_image_vision_model(core, root / models["vision"].file),
                 vision_dev, compile_config(vision_dev, opts),
-            )
+            ) if opts.local_vision else None
             # Each compile leaves the file pages it read resident; handing them back between the
             # compiles keeps them from adding up (the start-up peak is ~90 MB lower).
             page_out_model_files(model_dirs)
@@ -151,9 +152,9 @@ class OpenVinoBackend(Backend):
         except RuntimeError as e:
             raise BackendError(f"OpenVINO could not load {root}: {_first_line(e)}") from None
         self._answer_embeds = dict(zip((int(t) for t in self.answer_tokens), answer, strict=True))
-        self._vis_req = self._vis.create_infer_request()
+        self._vis_req = self._vis.create_infer_request() if self._vis is not None else None
         self._lm_req = self._lm.create_infer_request()
-        self._vis_inputs = {i.get_any_name() for i in self._vis.inputs}
+        self._vis_inputs = {i.get_any_name() for i in self._vis.inputs} if self._vis is not None else set()
         if self._static is not None:
             self._init_static_kv()
         self._prefill_prefix()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from edge_gesture.bundle import MANIFEST_NAME, BundleManifest, load_bundle_manif
 from edge_gesture.vlm.backend import Backend, BackendError, BackendOptions
 from edge_gesture.vlm.decode import Decoded, LabelTrie, decode
 from edge_gesture.vlm.memory import page_out_model_files
-from edge_gesture.vlm.preprocess import pixel_values
+from edge_gesture.vlm.preprocess import pixel_values, resized_pixels
 from edge_gesture.vlm.prompt import Prompt, build_prompt, label_token_ids
 
 
@@ -45,7 +45,11 @@ class VlmRuntime:
         *,
         verify_checksums: bool = True,
         allow_unverified: bool = False,
+        remote_vision=None,
     ):
+        """`remote_vision(root, manifest, image_tokens)`, when given, builds the callable that
+        turns uint8 pixels [S, S, 3] into image features on a server (remote_runtime.RemoteVision);
+        the bundle's own vision model is then not loaded."""
         self.root = Path(bundle)
         self._cache_dir = opts.cache_dir
         stamp = _verified_stamp(self.root, opts.cache_dir) if verify_checksums else None
@@ -76,6 +80,10 @@ class VlmRuntime:
                 f"has {static.kv_length}: re-export with --kv-length {need} or more, or enable "
                 "fewer gestures"
             )
+        self.remote_vision = None
+        if remote_vision is not None:
+            opts = replace(opts, local_vision=False)
+            self.remote_vision = remote_vision(self.root, self.manifest, self.prompt.image_tokens)
         self.backend: Backend = _make_backend(self.root, self.manifest, self.prompt, self.trie,
                                               opts)
 
@@ -86,9 +94,14 @@ class VlmRuntime:
     def classify(self, rgb: np.ndarray) -> tuple[Decoded, Timings]:
         """Answer for one square RGB crop (uint8, any size)."""
         t0 = time.perf_counter()
-        pv = pixel_values(rgb, self.manifest.image)
-        t1 = time.perf_counter()
-        feats = self.backend.vision(pv)
+        if self.remote_vision is not None:
+            pixels = resized_pixels(rgb, self.manifest.image)
+            t1 = time.perf_counter()
+            feats = self.remote_vision(pixels)
+        else:
+            pv = pixel_values(rgb, self.manifest.image)
+            t1 = time.perf_counter()
+            feats = self.backend.vision(pv)
         t2 = time.perf_counter()
         first = self.backend.prefill(feats)
         result = decode(self.trie, first, self.backend.extend)
@@ -103,8 +116,15 @@ class VlmRuntime:
         page_out_model_files([self.root, self._cache_dir])
         return timings
 
+    def probe(self) -> None:
+        """After a failed decision: raises unless the remote encoder is back (local: no-op)."""
+        if self.remote_vision is not None:
+            self.remote_vision.check()
+
     def close(self) -> None:
         self.backend.close()
+        if self.remote_vision is not None:
+            self.remote_vision.client.close()
 
 
 def _verified_stamp(root: Path, cache_dir: Path | None) -> Path | None:

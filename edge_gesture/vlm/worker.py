@@ -30,6 +30,7 @@ from edge_gesture.config import LANDMARK_GESTURES, MOTION_GESTURES, Config
 from edge_gesture.vlm.backend import BackendOptions
 from edge_gesture.vlm.preprocess import hand_crop
 from edge_gesture.vlm.prompt import DEFAULT_DESCRIPTIONS
+from edge_gesture.vlm.remote import RemoteError
 
 log = structlog.get_logger("vlm")
 
@@ -75,12 +76,24 @@ def load_runtime(cfg: Config):
     """Load the configured bundle and warm it up (imports OpenVINO/ONNX Runtime only here)."""
     from edge_gesture.vlm.runtime import VlmRuntime
 
+    remote = cfg.vlm.remote
+    if remote.url and remote.split == "all":
+        from edge_gesture.vlm.remote_runtime import RemoteDecisionRuntime
+
+        rt = RemoteDecisionRuntime(remote, gesture_descriptions(cfg))
+        try:
+            rt.warm_up()  # a gesture list the server does not answer for is refused here
+        except Exception:
+            rt.close()
+            raise
+        return rt
     opts = backend_options(cfg)
     if opts.cache_dir is not None:
         opts.cache_dir.mkdir(parents=True, exist_ok=True)
     rt = VlmRuntime(
         Path(cfg.vlm.bundle), gesture_descriptions(cfg), opts,
         verify_checksums=cfg.vlm.verify_checksums, allow_unverified=cfg.vlm.allow_unverified,
+        remote_vision=_remote_vision(remote) if remote.url else None,
     )
     v = rt.manifest.verification
     if v is not None and not v.passed:  # only vlm.allow_unverified lets such a bundle load
@@ -90,6 +103,24 @@ def load_runtime(cfg: Config):
                     top1_agree=v.top1_agree)
     rt.warm_up()
     return rt
+
+
+def _remote_vision(remote):
+    """The factory VlmRuntime calls once it has read the bundle: the connection is checked
+    against that bundle before its language model loads."""
+    from edge_gesture.vlm.remote import InferenceClient
+    from edge_gesture.vlm.remote_runtime import RemoteVision, server_access
+    from edge_gesture.vlm.serving import manifest_sha256
+
+    def build(root, manifest, image_tokens):
+        client = InferenceClient(server_access(remote))
+        try:
+            return RemoteVision(client, remote, manifest_sha256(root), manifest, image_tokens)
+        except Exception:
+            client.close()
+            raise
+
+    return build
 
 
 def landmark_shift(a: np.ndarray, b: np.ndarray) -> float:
@@ -119,6 +150,7 @@ class VlmWorker:
         self._runtime = None
         self._state = "stopped"  # loading, ok, slow, failed, stopped
         self._error: str | None = None
+        self._failure_kind = ""
         self._busy_since: float | None = None
         self._last_start: float | None = None
         self._stop = threading.Event()
@@ -352,6 +384,15 @@ class VlmWorker:
         try:
             crop = hand_crop(job.frame.image, hand.bbox, self.cfg.vlm.crop_margin)
             result, timings = rt.classify(crop)
+        except RemoteError as e:  # the server, not the runtime: keep it and wait for the server
+            with self._cond:
+                self._busy_since = None
+                self._answers.clear()
+                self._decided_landmarks.clear()
+            if not self._stop.is_set():
+                self._fail(f"VLM server: {e}", type(e).__name__)
+                self._await_server(rt)
+            return
         except Exception as e:  # a runtime fault: reload after backoff, landmarks meanwhile
             with self._cond:
                 self._busy_since = None
@@ -389,9 +430,32 @@ class VlmWorker:
                     hand.track_id, result.label, result.probability, job.frame.t, latency
                 )
 
-    def _fail(self, message: str) -> None:
+    def _await_server(self, rt) -> None:
+        """Ask the server again after a doubling wait until it answers as before (or we stop);
+        the local part of the runtime stays loaded meanwhile."""
+        backoff = self.cfg.vlm.backoff_initial_s
+        while not self._stop.wait(backoff):
+            try:
+                rt.probe()
+            except RemoteError as e:
+                self._fail(f"VLM server: {e}", type(e).__name__)
+                backoff = min(backoff * 2, self.cfg.vlm.backoff_max_s)
+                continue
+            with self._cond:
+                self._state = "ok"
+                self._error = None
+            log.info("vlm server back", server=self.cfg.vlm.remote.url)
+            return
+
+    def _fail(self, message: str, kind: str = "") -> None:
+        """Enter (or stay in) the failed state; logged when the failure is new. `kind` groups
+        messages that are one failure in different words (a server going away is "reset by
+        peer", then "refused" while it is down): a new wording of the same kind is not logged."""
         with self._cond:
-            first = self._state != "failed" or self._error != message
+            same = self._state == "failed" and (
+                self._error == message or (kind and kind == self._failure_kind))
+            first = not same
+            self._failure_kind = kind
             self._state = "failed"
             self._error = message
             self.counts["failures"] += 1

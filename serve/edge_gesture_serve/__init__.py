@@ -1,0 +1,1 @@
+"""edge-gesture serve: the VLM runtime behind KServe's model server."""

@@ -1,0 +1,211 @@
+"""`[vlm.remote]`: decisions made with a real `edge-gesture serve` (KServe's model server, its own
+venv) on a free port, over the Open Inference Protocol's REST API with binary tensors.
+
+What a user would notice: the remote answer is the local one; a wrong token, a wrong CA, another
+bundle's encoder, a wrong URL and an oversized request are refused saying what to fix; a server
+that dies mid-run leaves the daemon on landmarks, logged once, and is used again when it is back.
+"""
+
+from __future__ import annotations
+
+import glob
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from structlog.testing import capture_logs
+
+from edge_gesture.config import parse_config
+from edge_gesture.vlm.remote import InferenceClient, RemoteError, RemoteUnavailable, ServerAccess
+from edge_gesture.vlm.remote_runtime import RemoteDecisionRuntime, server_access
+from edge_gesture.vlm.serving import manifest_sha256
+from edge_gesture.vlm.worker import VlmWorker, load_runtime
+from tests.mosquitto import free_port
+from tests.serve_process import ServeProcess
+from tests.test_vlm_worker import frame, hand
+from tests.tls_certs import OPENSSL, issue, make_ca
+
+pytestmark = pytest.mark.export
+
+TOKEN = "s3rve-t0ken-for-the-tests-0123456789"
+
+
+@pytest.fixture(scope="module")
+def crops(gesture_data) -> list[np.ndarray]:
+    out = []
+    for label in ("fist", "open_palm", "thumbs_up"):
+        photo = sorted(glob.glob(str(gesture_data / label / "*.jpg")))[0]
+        out.append(cv2.cvtColor(cv2.imread(photo), cv2.COLOR_BGR2RGB))
+    return out
+
+
+@pytest.fixture(scope="module")
+def token_file(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("cred") / "serve-token"
+    p.write_text(TOKEN + "\n")
+    return p
+
+
+@pytest.fixture(scope="module")
+def server(tiny_ov_bundle, tmp_path_factory, token_file):
+    with ServeProcess(tiny_ov_bundle, tmp_path_factory.mktemp("serve"),
+                      "--token-file", str(token_file)) as s:
+        yield s
+
+
+def _config(tmp_path, bundle, **remote):
+    vlm = {"enabled": True, "remote": remote}
+    if bundle is not None:
+        vlm["bundle"] = str(bundle)
+    return parse_config({"vlm": vlm, "service": {"cache_dir": str(tmp_path / "cache")}})
+
+
+@pytest.mark.parametrize("split", ["vision", "all"])
+def test_the_remote_answer_is_the_local_one(split, server, tiny_ov_bundle, token_file, crops,
+                                             tmp_path):
+    local = load_runtime(_config(tmp_path, tiny_ov_bundle))
+    remote = load_runtime(_config(tmp_path, tiny_ov_bundle if split == "vision" else None,
+                                  url=server.url, token_file=str(token_file), split=split))
+    try:
+        if split == "all":
+            assert isinstance(remote, RemoteDecisionRuntime)
+        else:  # the bundle's own encoder was not even loaded here
+            assert remote.backend._vis is None and remote.remote_vision is not None
+        for crop in crops:
+            a, _ = local.classify(crop)
+            b, _ = remote.classify(crop)
+            assert b.label == a.label
+            assert b.probability == pytest.approx(a.probability, abs=1e-3)
+    finally:
+        local.close()
+        remote.close()
+
+
+def test_a_wrong_or_missing_token_is_refused_naming_the_token_file(server, tiny_ov_bundle,
+                                                                   tmp_path):
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("not-the-token-at-all-000\n")
+    with pytest.raises(RemoteError) as err:
+        load_runtime(_config(tmp_path, tiny_ov_bundle, url=server.url, token_file=str(wrong)))
+    assert "refused the token from" in str(err.value) and str(wrong) in str(err.value)
+    assert "HTTP 401" in str(err.value)
+    with pytest.raises(RemoteError, match="refused a request without a token"):
+        load_runtime(_config(tmp_path, tiny_ov_bundle, url=server.url))
+    # Health answers without one: load balancers and Kubernetes probes carry no token.
+    assert InferenceClient(ServerAccess(server.url)).server_ready()
+
+
+def test_another_bundles_encoder_is_refused_with_both_versions_named(
+        server, tiny_ov_bundle, tiny_onnx_bundle, token_file, tmp_path):
+    # Same architecture and shapes, another bundle: its features would be another model's.
+    with pytest.raises(RemoteError) as err:
+        load_runtime(_config(tmp_path, tiny_onnx_bundle, url=server.url,
+                             token_file=str(token_file)))
+    msg = str(err.value)
+    assert manifest_sha256(tiny_ov_bundle)[:12] in msg
+    assert manifest_sha256(tiny_onnx_bundle)[:12] in msg
+
+
+def test_a_server_model_of_other_shapes_is_refused(server, tiny_ov_bundle, token_file,
+                                                    tmp_path):
+    # The whole-decision model is not an encoder: asked for as one, it is refused by its tensors.
+    with pytest.raises(RemoteError, match="has no input 'pixels'"):
+        load_runtime(_config(tmp_path, tiny_ov_bundle, url=server.url, token_file=str(token_file),
+                             model="edge-gesture-decision"))
+    with pytest.raises(RemoteError, match="no model 'nothing-here'"):
+        load_runtime(_config(tmp_path, tiny_ov_bundle, url=server.url, token_file=str(token_file),
+                             model="nothing-here"))
+
+
+def test_a_wrong_url_names_the_url(tiny_ov_bundle, tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(RemoteUnavailable) as err:
+        load_runtime(_config(tmp_path, tiny_ov_bundle, url=url))
+    assert url in str(err.value) and "cannot reach the server" in str(err.value)
+
+
+def test_the_whole_decision_refuses_other_gestures_and_oversized_requests(
+        server, token_file, tmp_path, crops):
+    cfg = parse_config({"vlm": {"enabled": True, "remote": {
+        "url": server.url, "token_file": str(token_file), "split": "all"}},
+        "gestures": {"enabled": ["fist", "open_palm"]}})
+    with pytest.raises(RemoteError) as err:
+        load_runtime(cfg)
+    assert "this server answers for gestures" in str(err.value)
+    assert "['fist', 'open_palm']" in str(err.value)
+
+    client = InferenceClient(server_access(_config(tmp_path, None, url=server.url,
+                                                   token_file=str(token_file),
+                                                   split="all").vlm.remote))
+    huge = np.zeros((1, 4000, 4000, 3), np.uint8)  # 48 MB, over the server's 16 MB
+    with pytest.raises(RemoteError, match="too large"):
+        client.infer("edge-gesture-decision", {"crop": huge,
+                                               "gestures": np.asarray(["fist"], dtype=object)},
+                     ["label"])
+    client.close()
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="needs the openssl command line tool")
+def test_tls_server_is_used_with_its_ca_and_refused_without(tiny_ov_bundle, tmp_path, crops):
+    ca = make_ca(tmp_path / "ca", "edge-gesture test CA")
+    cert, key = issue(ca, tmp_path / "server", "vlm-server", dns=("localhost",),
+                      ips=("127.0.0.1",))
+    with ServeProcess(tiny_ov_bundle, tmp_path, "--tls-cert", str(cert), "--tls-key",
+                      str(key)) as s:
+        assert s.url.startswith("https://")
+        rt = load_runtime(_config(tmp_path, tiny_ov_bundle, url=s.url, ca_file=str(ca.cert)))
+        try:
+            assert rt.classify(crops[0])[0].label in rt.labels
+        finally:
+            rt.close()
+        with pytest.raises(RemoteError, match="certificate was not accepted"):
+            load_runtime(_config(tmp_path, tiny_ov_bundle, url=s.url))
+
+
+def _wait(pred, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_server_that_dies_mid_run_is_survived_logged_once_and_used_again(
+        tiny_ov_bundle, tmp_path, crops):
+    serve = ServeProcess(tiny_ov_bundle, tmp_path).start()
+    cfg = parse_config({
+        "vlm": {"enabled": True, "bundle": str(tiny_ov_bundle), "max_rate_hz": 20,
+                "backoff_initial_s": 0.3, "backoff_max_s": 0.6,
+                "remote": {"url": serve.url, "timeout_s": 1.0}},
+        "service": {"cache_dir": str(tmp_path / "cache")}})
+    worker = VlmWorker(cfg)
+    try:
+        assert worker.start(wait_s=120)
+        n = [0]
+
+        def offer():
+            n[0] += 1
+            # A hand that moves a little every frame, so each offer is a new decision.
+            worker.submit(frame(n[0] * 0.05), [hand(shift=(n[0] % 10) * 0.02)])
+
+        assert _wait(lambda: (offer(), worker.counts["decisions"] >= 2)[1], 30)
+        with capture_logs() as logs:
+            serve.kill()
+            assert _wait(lambda: (offer(), worker.state == "failed")[1], 30)
+            assert not worker.available and worker.latest(1) is None  # landmarks only now
+            time.sleep(2.0)  # several probes fail meanwhile, at the backoff's pace
+            errors = [e for e in logs if e["log_level"] == "error"]
+            assert len(errors) == 1, errors  # once, not once per frame or per probe
+            assert "cannot reach the server" in errors[0]["error"]
+            before = worker.counts["decisions"]
+            serve = ServeProcess(tiny_ov_bundle, tmp_path, port=serve.port).start()
+            assert _wait(lambda: (offer(), worker.state == "ok")[1], 60)
+            assert _wait(lambda: (offer(), worker.counts["decisions"] > before)[1], 30)
+        assert any(e["event"] == "vlm server back" for e in logs)
+        assert worker.latest(1) is not None
+    finally:
+        worker.stop()
+        serve.stop()
