@@ -50,6 +50,9 @@ def add_arguments(p) -> None:
                    help="also measure start-to-ready (cold and warm compiled-model cache) and RSS "
                    "in fresh processes")
     p.add_argument("--json", action="store_true")
+    from edge_gesture.vlm.bench_remote import add_arguments as remote_arguments
+
+    remote_arguments(p)
 
 
 def bench_crop(path: Path | None) -> np.ndarray:
@@ -209,6 +212,10 @@ def measure(args) -> dict:
         out["like_for_like_reference_bundle"] = str(args.bundle)
         out["like_for_like_reference_p50_s"] = _pct(same, 50)
         out["like_for_like_ratio"] = out["like_for_like_reference_p50_s"] / out["p50_s"]
+    if args.remote:
+        from edge_gesture.vlm.bench_remote import measure_remote
+
+        out["remote"] = measure_remote(args, rt, GESTURES, _opts(args, cache), crop)
     return out
 
 
@@ -272,6 +279,10 @@ def main(args) -> int:
             print(f"like for like, optimum-intel generate on {out['like_for_like_reference_bundle']}: p50 "
                   f"{out['like_for_like_reference_p50_s'] * 1000:.0f} ms -> "
                   f"{out['like_for_like_ratio']:.2f}x faster")
+    if "remote" in out:
+        from edge_gesture.vlm.bench_remote import print_remote
+
+        print_remote(out["remote"])
     if "start_to_ready_warm_s" in out:
         print(f"start to ready: {out['start_to_ready_cold_s']:.2f} s cold cache, "
               f"{out['start_to_ready_warm_s']:.2f} s warm; RSS {out['runtime_rss_mb']:.0f} MB")
