@@ -730,8 +730,10 @@ class VlmRemoteConfig(Section):
         "the language model (needs the bundle here too); all: the server makes the whole "
         "decision (no bundle here, for boxes too small for the language model).",
     )
-    protocol: Literal["rest"] = Field(
-        "rest", description="rest: the protocol's REST API with its binary-data extension."
+    protocol: Literal["rest", "grpc"] = Field(
+        "rest",
+        description="rest: the protocol's REST API with its binary-data extension; grpc: its "
+        "gRPC API (needs `pip install 'edge-gesture[grpc]'`; url then names the gRPC port).",
     )
     model: str = Field(
         "",

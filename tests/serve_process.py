@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -16,12 +17,14 @@ SERVE_BIN = ROOT / ".venv-serve" / "bin" / "edge-gesture"
 
 
 class ServeProcess:
-    def __init__(self, bundle: Path, log_dir: Path, *args: str, port: int | None = None):
+    def __init__(self, bundle: Path, log_dir: Path, *args: str, port: int | None = None,
+                 grpc_port: int | None = None):
         if not SERVE_BIN.exists():  # script/test makes it; a missing one is a broken set-up
             raise AssertionError(f"{SERVE_BIN} is missing: run script/setup --serve")
         self.bundle = bundle
         self.args = list(args)
         self.port = port or free_port()
+        self.grpc_port = grpc_port or free_port()  # gRPC listens too, with the same token and TLS
         self.log = log_dir / f"serve-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -30,12 +33,20 @@ class ServeProcess:
         scheme = "https" if "--tls-cert" in self.args else "http"
         return f"{scheme}://127.0.0.1:{self.port}"
 
+    @property
+    def grpc_url(self) -> str:
+        return self.url.rsplit(":", 1)[0] + f":{self.grpc_port}"
+
+    def url_for(self, protocol: str) -> str:
+        return self.grpc_url if protocol == "grpc" else self.url
+
     def start(self, wait: bool = True) -> ServeProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [str(SERVE_BIN), "serve", "--bundle", str(self.bundle), "--port", str(self.port),
-                 *self.args], stdout=log, stderr=subprocess.STDOUT, env=env)
+                 "--grpc-port", str(self.grpc_port), *self.args],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
         if wait:
             self.wait_listening()
         return self
@@ -49,12 +60,13 @@ class ServeProcess:
                                      f"{self.log.read_text()[-3000:]}")
             try:
                 if self.url.startswith("https"):
-                    if self._ready_over_tls():
-                        return
+                    ready = self._ready_over_tls()
                 else:
                     with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as r:
-                        if r.status == 200:
-                            return
+                        ready = r.status == 200
+                if ready:
+                    socket.create_connection(("127.0.0.1", self.grpc_port), timeout=1).close()
+                    return
             except OSError:
                 pass
             time.sleep(0.2)

@@ -93,7 +93,8 @@ def test_three_daemons_decide_through_one_server_and_survive_its_restart(
                "daemons on landmarks after the server died")
         before = {n: _vlm_stats(sub, n)[-1]["decisions"] for n in names}
         time.sleep(1.0)
-        serve = ServeProcess(tiny_ov_bundle, tmp_path, port=serve.port).start()
+        serve = ServeProcess(tiny_ov_bundle, tmp_path, port=serve.port,
+                             grpc_port=serve.grpc_port).start()
         _until(lambda: all(_vlm_stats(sub, n)[-1]["state"] == "ok"
                            and _vlm_stats(sub, n)[-1]["decisions"] > before[n] for n in names),
                60, "decisions through the restarted server")

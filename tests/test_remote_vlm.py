@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from edge_gesture.config import parse_config
 from edge_gesture.vlm.remote import InferenceClient, RemoteError, RemoteUnavailable, ServerAccess
-from edge_gesture.vlm.remote_runtime import RemoteDecisionRuntime, server_access
+from edge_gesture.vlm.remote_runtime import RemoteDecisionRuntime, make_client, server_access
 from edge_gesture.vlm.serving import manifest_sha256
 from edge_gesture.vlm.worker import VlmWorker, load_runtime
 from tests.mosquitto import free_port
@@ -62,12 +62,14 @@ def _config(tmp_path, bundle, **remote):
     return parse_config({"vlm": vlm, "service": {"cache_dir": str(tmp_path / "cache")}})
 
 
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
 @pytest.mark.parametrize("split", ["vision", "all"])
-def test_the_remote_answer_is_the_local_one(split, server, tiny_ov_bundle, token_file, crops,
-                                             tmp_path):
+def test_the_remote_answer_is_the_local_one(split, protocol, server, tiny_ov_bundle, token_file,
+                                             crops, tmp_path):
     local = load_runtime(_config(tmp_path, tiny_ov_bundle))
     remote = load_runtime(_config(tmp_path, tiny_ov_bundle if split == "vision" else None,
-                                  url=server.url, token_file=str(token_file), split=split))
+                                  url=server.url_for(protocol), protocol=protocol,
+                                  token_file=str(token_file), split=split))
     try:
         if split == "all":
             assert isinstance(remote, RemoteDecisionRuntime)
@@ -83,26 +85,30 @@ def test_the_remote_answer_is_the_local_one(split, server, tiny_ov_bundle, token
         remote.close()
 
 
-def test_a_wrong_or_missing_token_is_refused_naming_the_token_file(server, tiny_ov_bundle,
-                                                                   tmp_path):
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_a_wrong_or_missing_token_is_refused_naming_the_token_file(protocol, server,
+                                                                   tiny_ov_bundle, tmp_path):
     wrong = tmp_path / "wrong-token"
     wrong.write_text("not-the-token-at-all-000\n")
+    url = server.url_for(protocol)
     with pytest.raises(RemoteError) as err:
-        load_runtime(_config(tmp_path, tiny_ov_bundle, url=server.url, token_file=str(wrong)))
+        load_runtime(_config(tmp_path, tiny_ov_bundle, url=url, protocol=protocol,
+                             token_file=str(wrong)))
     assert "refused the token from" in str(err.value) and str(wrong) in str(err.value)
-    assert "HTTP 401" in str(err.value)
+    assert ("HTTP 401" if protocol == "rest" else "UNAUTHENTICATED") in str(err.value)
     with pytest.raises(RemoteError, match="refused a request without a token"):
-        load_runtime(_config(tmp_path, tiny_ov_bundle, url=server.url))
+        load_runtime(_config(tmp_path, tiny_ov_bundle, url=url, protocol=protocol))
     # Health answers without one: load balancers and Kubernetes probes carry no token.
     assert InferenceClient(ServerAccess(server.url)).server_ready()
 
 
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
 def test_another_bundles_encoder_is_refused_with_both_versions_named(
-        server, tiny_ov_bundle, tiny_onnx_bundle, token_file, tmp_path):
+        protocol, server, tiny_ov_bundle, tiny_onnx_bundle, token_file, tmp_path):
     # Same architecture and shapes, another bundle: its features would be another model's.
     with pytest.raises(RemoteError) as err:
-        load_runtime(_config(tmp_path, tiny_onnx_bundle, url=server.url,
-                             token_file=str(token_file)))
+        load_runtime(_config(tmp_path, tiny_onnx_bundle, url=server.url_for(protocol),
+                             protocol=protocol, token_file=str(token_file)))
     msg = str(err.value)
     assert manifest_sha256(tiny_ov_bundle)[:12] in msg
     assert manifest_sha256(tiny_onnx_bundle)[:12] in msg
@@ -145,23 +151,34 @@ def test_the_whole_decision_refuses_other_gestures_and_oversized_requests(
                                                "gestures": np.asarray(["fist"], dtype=object)},
                      ["label"])
     client.close()
+    grpc_client = make_client(_config(tmp_path, None, url=server.grpc_url, protocol="grpc",
+                                      token_file=str(token_file), split="all").vlm.remote)
+    with pytest.raises(RemoteError, match="too large"):
+        grpc_client.infer("edge-gesture-decision",
+                          {"crop": huge, "gestures": np.asarray(["fist"], dtype=object)},
+                          ["label"])
+    grpc_client.close()
 
 
 @pytest.mark.skipif(OPENSSL is None, reason="needs the openssl command line tool")
-def test_tls_server_is_used_with_its_ca_and_refused_without(tiny_ov_bundle, tmp_path, crops):
+@pytest.mark.parametrize("protocol", ["rest", "grpc"])
+def test_tls_server_is_used_with_its_ca_and_refused_without(protocol, tiny_ov_bundle, tmp_path,
+                                                            crops):
     ca = make_ca(tmp_path / "ca", "edge-gesture test CA")
     cert, key = issue(ca, tmp_path / "server", "vlm-server", dns=("localhost",),
                       ips=("127.0.0.1",))
     with ServeProcess(tiny_ov_bundle, tmp_path, "--tls-cert", str(cert), "--tls-key",
                       str(key)) as s:
         assert s.url.startswith("https://")
-        rt = load_runtime(_config(tmp_path, tiny_ov_bundle, url=s.url, ca_file=str(ca.cert)))
+        url = s.url_for(protocol)
+        rt = load_runtime(_config(tmp_path, tiny_ov_bundle, url=url, protocol=protocol,
+                                  ca_file=str(ca.cert)))
         try:
             assert rt.classify(crops[0])[0].label in rt.labels
         finally:
             rt.close()
-        with pytest.raises(RemoteError, match="certificate was not accepted"):
-            load_runtime(_config(tmp_path, tiny_ov_bundle, url=s.url))
+        with pytest.raises(RemoteError, match="certificate was not accepted|TLS handshake"):
+            load_runtime(_config(tmp_path, tiny_ov_bundle, url=url, protocol=protocol))
 
 
 def _wait(pred, timeout: float) -> bool:
@@ -201,7 +218,8 @@ def test_a_server_that_dies_mid_run_is_survived_logged_once_and_used_again(
             assert len(errors) == 1, errors  # once, not once per frame or per probe
             assert "cannot reach the server" in errors[0]["error"]
             before = worker.counts["decisions"]
-            serve = ServeProcess(tiny_ov_bundle, tmp_path, port=serve.port).start()
+            serve = ServeProcess(tiny_ov_bundle, tmp_path, port=serve.port,
+                                 grpc_port=serve.grpc_port).start()
             assert _wait(lambda: (offer(), worker.state == "ok")[1], 60)
             assert _wait(lambda: (offer(), worker.counts["decisions"] > before)[1], 30)
         assert any(e["event"] == "vlm server back" for e in logs)

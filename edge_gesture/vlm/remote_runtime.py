@@ -57,6 +57,16 @@ def server_access(remote: VlmRemoteConfig) -> ServerAccess:
                         token_source=source)
 
 
+def make_client(remote: VlmRemoteConfig):
+    """A client of the configured protocol; both have the same calls and errors."""
+    access = server_access(remote)
+    if remote.protocol == "grpc":
+        from edge_gesture.vlm.remote_grpc import GrpcInferenceClient
+
+        return GrpcInferenceClient(access)
+    return InferenceClient(access)
+
+
 def served_bundle(metadata: dict) -> str | None:
     """The manifest sha256 a served model says it came from: OVMS's rt_info (the repository's
     IR carries it) or a version named by it (`edge-gesture serve`); None if it does not say."""
@@ -87,7 +97,7 @@ def _shape_fits(served: list, wanted: list[int]) -> bool:
 class RemoteVision:
     """The vision encoder on a server: uint8 pixels [S, S, 3] in, features [tokens, hidden] out."""
 
-    def __init__(self, client: InferenceClient, remote: VlmRemoteConfig, bundle_sha256: str,
+    def __init__(self, client, remote: VlmRemoteConfig, bundle_sha256: str,
                  manifest: BundleManifest, image_tokens: int):
         self.client = client
         self.model = remote.model_name()
@@ -140,7 +150,7 @@ class RemoteDecisionRuntime:
     VlmRuntime."""
 
     def __init__(self, remote: VlmRemoteConfig, gestures: list[tuple[str, str]]):
-        self.client = InferenceClient(server_access(remote))
+        self.client = make_client(remote)
         self.model = remote.model_name()
         self.version = remote.model_version
         self.labels = tuple(name for name, _ in gestures) + ("none",)

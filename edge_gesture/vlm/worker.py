@@ -108,12 +108,11 @@ def load_runtime(cfg: Config):
 def _remote_vision(remote):
     """The factory VlmRuntime calls once it has read the bundle: the connection is checked
     against that bundle before its language model loads."""
-    from edge_gesture.vlm.remote import InferenceClient
-    from edge_gesture.vlm.remote_runtime import RemoteVision, server_access
+    from edge_gesture.vlm.remote_runtime import RemoteVision, make_client
     from edge_gesture.vlm.serving import manifest_sha256
 
     def build(root, manifest, image_tokens):
-        client = InferenceClient(server_access(remote))
+        client = make_client(remote)
         try:
             return RemoteVision(client, remote, manifest_sha256(root), manifest, image_tokens)
         except Exception:

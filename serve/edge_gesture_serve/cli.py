@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the built-in defaults")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="REST port (default 8080)")
+    p.add_argument("--grpc-port", type=int, help="also serve the protocol's gRPC API on this "
+                   "port (with the same token and TLS); default: REST only")
     p.add_argument("--token-file", help="file whose first line every request must send as "
                    "`Authorization: Bearer <token>` (health checks excepted)")
     p.add_argument("--no-token", action="store_true",
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except _Refused as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return _serve(listen, runtime)
+    return _serve(listen, runtime, args.grpc_port)
 
 
 class _Refused(Exception):
@@ -102,7 +104,7 @@ def _prepare(args):
     return listen, runtime
 
 
-def _serve(listen, runtime) -> int:
+def _serve(listen, runtime, grpc_port: int | None) -> int:
     # kserve parses sys.argv when imported (its own --http_port, --protocol...): ours are not its.
     sys.argv = sys.argv[:1]
     import asyncio
@@ -110,7 +112,7 @@ def _serve(listen, runtime) -> int:
     from kserve.model_repository import ModelRepository
 
     from edge_gesture_serve.models import DecisionModel, SharedRuntime, VisionModel
-    from edge_gesture_serve.server import EdgeDataPlane, GuardedRESTServer
+    from edge_gesture_serve.server import EdgeDataPlane, GuardedGRPCServer, GuardedRESTServer
 
     shared = SharedRuntime(runtime)
     registry = ModelRepository()
@@ -118,13 +120,24 @@ def _serve(listen, runtime) -> int:
     for m in models:
         registry.update(m)
     dataplane = EdgeDataPlane(registry, {m.name: shared.sha256 for m in models})
-    server = GuardedRESTServer(dataplane, registry, listen)
+    rest = GuardedRESTServer(dataplane, registry, listen)
+    grpc_server = GuardedGRPCServer(dataplane, registry, listen, grpc_port) if grpc_port else None
     scheme = "https" if listen.tls_cert else "http"
-    print(f"edge-gesture serve: {scheme}://{listen.host}:{listen.port} models "
+    grpc_note = f", gRPC on port {grpc_port}" if grpc_port else ""
+    print(f"edge-gesture serve: {scheme}://{listen.host}:{listen.port}{grpc_note} models "
           f"{[m.name for m in models]} bundle {shared.sha256[:12]} "
           f"({'token required' if listen.token else 'no token'})", file=sys.stderr, flush=True)
+
+    async def serve_all():
+        # uvicorn takes SIGTERM and SIGINT and ends the REST server; gRPC then follows it.
+        grpc_task = asyncio.create_task(grpc_server.start(4)) if grpc_server else None
+        await rest.start()
+        if grpc_task is not None:
+            await grpc_server.stop()
+            await grpc_task
+
     try:
-        asyncio.run(server.start())
+        asyncio.run(serve_all())
     except KeyboardInterrupt:
         pass
     finally:

@@ -81,11 +81,10 @@ def _response(payload: InferRequest, model: str, version: str,
     infer_outputs = []
     for name, value in outputs.items():
         datatype = "BYTES" if value.dtype == object else {"float32": "FP32"}[value.dtype.name]
-        out = InferOutput(name=name, shape=list(value.shape), datatype=datatype)
-        out.set_data_from_numpy(value, binary_data=False)
-        infer_outputs.append(out)
-    # A request that asked for outputs as binary data gets them so (REST's binary extension);
-    # InferResponse.to_rest reads that from each requested output.
+        # Kept as an array: kserve encodes it once, as binary data for gRPC and for a REST
+        # request that asked for binary outputs (read from each requested output), else JSON.
+        infer_outputs.append(InferOutput(name=name, shape=list(value.shape), datatype=datatype,
+                                         data=value))
     return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=model,
                          model_version=version, infer_outputs=infer_outputs,
                          requested_outputs=payload.request_outputs)

@@ -13,11 +13,19 @@ from __future__ import annotations
 import hmac
 import json
 import ssl
+from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 
+import grpc
 from kserve.errors import InvalidInput
 from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.grpc.grpc_predict_v2_pb2 import ModelMetadataResponse
+from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
+from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
+from kserve.protocol.grpc.server import GRPCServer
+from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import RESTServer
@@ -126,6 +134,73 @@ async def _answer(send, status: int, error: str, extra: list | None = None) -> N
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()), *(extra or [])]})
     await send({"type": "http.response.body", "body": body})
+
+
+#: gRPC methods answered without a token, as OPEN_PATHS for REST.
+OPEN_METHODS = frozenset({"/inference.GRPCInferenceService/ServerLive",
+                          "/inference.GRPCInferenceService/ServerReady"})
+
+
+class TokenInterceptor(grpc.aio.ServerInterceptor):
+    """The bearer token in every gRPC call's `authorization` metadata, but OPEN_METHODS'."""
+
+    def __init__(self, token: str):
+        self.expected = f"Bearer {token}".encode()
+
+        async def deny(request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    async def intercept_service(self, continuation, details):
+        if details.method in OPEN_METHODS:
+            return await continuation(details)
+        given = dict(details.invocation_metadata or ()).get("authorization", "")
+        if hmac.compare_digest(str(given).encode(), self.expected):
+            return await continuation(details)
+        return self._deny
+
+
+class VersionedServicer(InferenceServicer):
+    """kserve's servicer drops `versions` from model metadata; the daemon needs them."""
+
+    async def ModelMetadata(self, request, context):
+        meta = await self._data_plane.model_metadata(model_name=request.name)
+        return ModelMetadataResponse(name=meta["name"], versions=meta.get("versions", []),
+                                        platform=meta["platform"], inputs=meta["inputs"],
+                                        outputs=meta["outputs"])
+
+
+class GuardedGRPCServer(GRPCServer):
+    """kserve's gRPC server listens without TLS and takes fixed interceptors: this one adds the
+    token check, TLS (with client certificates when asked) and the request size limit."""
+
+    def __init__(self, dataplane: DataPlane, registry: ModelRepository, listen: Listen, port: int):
+        super().__init__(port, dataplane, ModelRepositoryExtension(model_registry=registry),
+                         kwargs={}, grace_period=5)
+        self.listen = listen
+
+    async def start(self, max_workers: int) -> None:
+        interceptors = [LoggingInterceptor(), ExceptionToStatusInterceptor()]
+        if self.listen.token:
+            interceptors.insert(0, TokenInterceptor(self.listen.token))
+        self._server = grpc.aio.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers), interceptors=interceptors,
+            options=[("grpc.max_receive_message_length", self.listen.max_request_bytes),
+                     ("grpc.max_send_message_length", 64 * 1024 * 1024)])
+        add_GRPCInferenceServiceServicer_to_server(
+            VersionedServicer(self._data_plane, self._model_repository_extension), self._server)
+        address = f"{self.listen.host}:{self._port}"
+        if self.listen.tls_cert:
+            ca = Path(self.listen.tls_client_ca).read_bytes() if self.listen.tls_client_ca else None
+            creds = grpc.ssl_server_credentials(
+                [(Path(self.listen.tls_key).read_bytes(), Path(self.listen.tls_cert).read_bytes())],
+                root_certificates=ca, require_client_auth=ca is not None)
+            self._server.add_secure_port(address, creds)
+        else:
+            self._server.add_insecure_port(address)
+        await self._server.start()
+        await self._server.wait_for_termination()
 
 
 class GuardedRESTServer(RESTServer):
