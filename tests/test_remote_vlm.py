@@ -227,3 +227,19 @@ def test_a_server_that_dies_mid_run_is_survived_logged_once_and_used_again(
     finally:
         worker.stop()
         serve.stop()
+
+
+def test_serve_refuses_an_open_port_without_a_token_and_says_where_it_lives(tiny_ov_bundle):
+    import subprocess
+    import sys
+
+    from tests.serve_process import SERVE_BIN
+
+    r = subprocess.run([str(SERVE_BIN), "serve", "--bundle", str(tiny_ov_bundle), "--host",
+                        "0.0.0.0"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "--host 0.0.0.0 is reachable from other machines: give --token-file" in r.stderr
+    # The daemon's own venv has no kserve: the command says how to get the server.
+    r = subprocess.run([sys.executable, "-m", "edge_gesture", "serve", "--bundle",
+                        str(tiny_ov_bundle)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "script/setup --serve" in r.stderr

@@ -27,6 +27,8 @@ def add_arguments(p) -> None:
     p.add_argument("--remote", metavar="URL",
                    help="also decide through this Open Inference Protocol server "
                    "(edge-gesture serve), against the local runtime in the same run")
+    p.add_argument("--protocol", default="rest", choices=("rest", "grpc"),
+                   help="--remote: the protocol's REST (default) or gRPC API; URL names its port")
     p.add_argument("--token-file", help="--remote: the bearer token's file")
     p.add_argument("--ca-file", help="--remote: the CA of an https server's certificate")
     p.add_argument("--clients", default="1,2,4",
@@ -37,8 +39,8 @@ def add_arguments(p) -> None:
 
 def _remote(args, split: str) -> VlmRemoteConfig:
     try:
-        return VlmRemoteConfig(url=args.remote, split=split, token_file=args.token_file or "",
-                               ca_file=args.ca_file or "")
+        return VlmRemoteConfig(url=args.remote, split=split, protocol=args.protocol,
+                               token_file=args.token_file or "", ca_file=args.ca_file or "")
     except ValueError as e:
         raise UsageError(f"--remote / --token-file / --ca-file: {e}") from None
 
@@ -87,6 +89,7 @@ def measure_remote(args, local, gestures, opts, crop: np.ndarray) -> dict:
     here = is_loopback(host) or host in ("localhost",)
     out = {
         "url": args.remote,
+        "protocol": args.protocol,
         "server_on_this_machine": here,
         "server_cpus": os.cpu_count() if here else None,
         "server_cpu": cpu_facts() if here else None,
@@ -144,7 +147,8 @@ def _throughput(args, gestures, crop: np.ndarray, n: int) -> dict:
 def print_remote(r: dict) -> None:
     where = (f"this machine, {r['server_cpus']} CPUs" if r["server_on_this_machine"]
              else "another machine (its CPUs are not known here)")
-    print(f"remote {r['url']} (server on {where}), {r['repeats']} decisions each, alternating:")
+    print(f"remote {r['url']} ({r['protocol']}; server on {where}), {r['repeats']} decisions "
+          "each, alternating:")
     for key, name in (("local", "local"), ("vision_split", "vision on the server"),
                       ("all_split", "whole decision on the server")):
         ans = r["answers"]["local" if key == "local" else key.split("_")[0]]

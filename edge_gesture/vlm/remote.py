@@ -214,6 +214,10 @@ class InferenceClient:
         if status == 413:
             return RemoteError(f"{self.where}: the request was too large for the server "
                                f"(HTTP 413{': ' + detail if detail else ''})")
+        if status == 501 and "versioning" in detail.lower():
+            return RemoteError(f"{self.where}: the server does not serve model versions by "
+                               "path (kserve's model server); leave vlm.remote.model_version "
+                               "empty")
         if status in (502, 503, 504):
             return RemoteUnavailable(f"{self.where}: model {model!r} not ready (HTTP {status}"
                                      f"{': ' + detail if detail else ''})")

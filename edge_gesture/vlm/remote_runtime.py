@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import structlog
@@ -156,7 +155,6 @@ class RemoteDecisionRuntime:
         self.labels = tuple(name for name, _ in gestures) + ("none",)
         self._gestures = np.asarray([name for name, _ in gestures], dtype=object)
         self.where = f"{self.client.where} model {self.model!r}"
-        self.root = Path(remote.url)
         self.devices = {"decision": remote.url}
         try:
             self.probe()
@@ -165,11 +163,14 @@ class RemoteDecisionRuntime:
             raise
 
     def probe(self) -> None:
+        """Raises unless the server has the model, with our tensors, answering for our
+        gestures (a server restarted with another config would refuse every decision)."""
         meta = self.client.model_metadata(self.model, self.version)
         _tensor(meta, "inputs", CROP_INPUT, self.where)
         _tensor(meta, "inputs", GESTURES_INPUT, self.where)
         _tensor(meta, "outputs", LABEL_OUTPUT, self.where)
         _tensor(meta, "outputs", PROBABILITY_OUTPUT, self.where)
+        self.warm_up()
 
     def classify(self, rgb: np.ndarray):
         from edge_gesture.vlm.runtime import Timings

@@ -80,13 +80,9 @@ def load_runtime(cfg: Config):
     if remote.url and remote.split == "all":
         from edge_gesture.vlm.remote_runtime import RemoteDecisionRuntime
 
-        rt = RemoteDecisionRuntime(remote, gesture_descriptions(cfg))
-        try:
-            rt.warm_up()  # a gesture list the server does not answer for is refused here
-        except Exception:
-            rt.close()
-            raise
-        return rt
+        # Its probe, at construction, makes one decision: a gesture list the server does not
+        # answer for is refused here.
+        return RemoteDecisionRuntime(remote, gesture_descriptions(cfg))
     opts = backend_options(cfg)
     if opts.cache_dir is not None:
         opts.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -270,6 +266,8 @@ class VlmWorker:
             "state": self.state,
             "error": self._error,
             "devices": dict(self.devices),
+            "remote": ({"url": r.url, "split": r.split, "protocol": r.protocol}
+                       if (r := self.cfg.vlm.remote).url else None),
             "last_latency_s": self.last_latency_s,
             "load_s": self.load_s,
             **self.counts,
