@@ -80,7 +80,10 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     def checks_across_fields(self) -> list:
-        return [getattr(self, name) for name, fn in vars(type(self)).items() if hasattr(fn, "reads")]
+        # Along the class's bases too: a shared part (TlsFiles) brings its checks with it.
+        names = dict.fromkeys(name for klass in reversed(type(self).__mro__)
+                              for name, fn in vars(klass).items() if hasattr(fn, "reads"))
+        return [getattr(self, name) for name in names]
 
     @model_validator(mode="wrap")
     @classmethod
@@ -385,27 +388,21 @@ def _topic_filter_free(v: str) -> str:
     return v
 
 
-class MqttTlsConfig(Section):
-    enabled: bool = Field(
-        False, description="Connect with TLS (brokers usually listen for it on port 8883)."
-    )
+class TlsFiles(Section):
+    """The certificate files of a TLS client: the server's CA, and our own certificate."""
+
     ca_file: str = Field(
         "",
-        description="PEM file of the CA(s) that signed the broker's certificate; empty: the "
+        description="PEM file of the CA(s) that signed the server's certificate; empty: the "
         "system's trusted CAs.",
     )
     cert_file: str = Field(
-        "", description="Client certificate (PEM), for brokers that require one; needs key_file."
+        "", description="Client certificate (PEM), for servers that require one; needs key_file."
     )
     key_file: str = Field(
         "",
         description="Private key (PEM) of cert_file. A bare file name is looked up in "
         "$CREDENTIALS_DIRECTORY (systemd LoadCredential=).",
-    )
-    insecure_skip_verify: bool = Field(
-        False,
-        description="Accept any broker certificate and host name. For testing only: anyone on "
-        "the network could then pose as the broker. Logged as a warning at every start.",
     )
 
     @checks_across("cert_file", "key_file")
@@ -413,6 +410,17 @@ class MqttTlsConfig(Section):
         if bool(self.cert_file) != bool(self.key_file):
             yield ("key_file" if self.cert_file else "cert_file",
                    "cert_file and key_file go together: set both or neither")
+
+
+class MqttTlsConfig(TlsFiles):
+    enabled: bool = Field(
+        False, description="Connect with TLS (brokers usually listen for it on port 8883)."
+    )
+    insecure_skip_verify: bool = Field(
+        False,
+        description="Accept any broker certificate and host name. For testing only: anyone on "
+        "the network could then pose as the broker. Logged as a warning at every start.",
+    )
 
 
 class MqttDiscoveryConfig(Section):
@@ -717,7 +725,7 @@ _DEVICE = re.compile(
 )
 
 
-class VlmRemoteConfig(Section):
+class VlmRemoteConfig(TlsFiles):
     url: str = Field(
         "",
         description="An Open Inference Protocol (KServe v2) server to run part of each decision: "
@@ -753,31 +761,12 @@ class VlmRemoteConfig(Section):
         description="File whose first line is sent as `Authorization: Bearer <token>`. A bare "
         "file name is looked up in $CREDENTIALS_DIRECTORY (systemd LoadCredential=).",
     )
-    ca_file: str = Field(
-        "", description="PEM CA(s) that signed an https server's certificate; empty: the "
-        "system's trusted CAs.",
-    )
-    cert_file: str = Field(
-        "", description="Client certificate (PEM) for servers that require one; needs key_file."
-    )
-    key_file: str = Field(
-        "",
-        description="Private key (PEM) of cert_file. A bare file name is looked up in "
-        "$CREDENTIALS_DIRECTORY.",
-    )
-
     @field_validator("url")
     @classmethod
     def _url_ok(cls, v: str) -> str:
         if v and not re.match(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$", v):
             raise ValueError("give http://host:port or https://host:port")
         return v.rstrip("/")
-
-    @checks_across("cert_file", "key_file")
-    def _pair(self) -> Iterator[tuple[str, str]]:
-        if bool(self.cert_file) != bool(self.key_file):
-            yield ("key_file" if self.cert_file else "cert_file",
-                   "cert_file and key_file go together: set both or neither")
 
     @checks_across("url", "ca_file", "cert_file")
     def _tls_needs_https(self) -> Iterator[tuple[str, str]]:

@@ -13,9 +13,10 @@ import pytest
 
 from tests.gesture_video import gesture_sequence, write_video
 from tests.logs import json_log_lines
-from tests.mqtt_recorder import Recorder
+from tests.mqtt_recorder import Recorder, wait_until
 from tests.serve_process import ServeProcess
 from tests.test_e2e import FPS, LABELS, clear_photos, start_daemon  # noqa: F401
+from tests.test_vlm_e2e import write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.export]
 DAEMONS = 3
@@ -32,47 +33,13 @@ def long_video(tmp_path_factory, gesture_data, clear_photos) -> Path:  # noqa: F
 
 def _config(folder: Path, name: str, port: int, video: Path, bundle: Path, url: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    cfg = folder / "config.toml"
-    cfg.write_text(f"""
-device_id = "{name}"
-[capture]
-source = "{video}"
-realtime = true
-at_end = "stop"
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-stats_interval_s = 0.5
-[logging]
-format = "json"
-level = "info"
-[service]
-cache_dir = "{folder / 'cache'}"
-[vlm]
-enabled = true
-bundle = "{bundle}"
-max_rate_hz = 5.0
-backoff_initial_s = 0.3
-backoff_max_s = 0.6
-[vlm.remote]
-url = "{url}"
-timeout_s = 1.0
-""")
-    return cfg
+    return write_config(folder, port, video, bundle, device_id=name,
+                        tables=f'[vlm.remote]\nurl = "{url}"\ntimeout_s = 1.0\n')
 
 
 def _vlm_stats(sub: Recorder, name: str) -> list[dict]:
     return [m.json()["vlm"] for m in sub.messages
             if m.topic == f"edge_gesture/{name}/stats"]
-
-
-def _until(pred, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"no {what} within {timeout} s")
 
 
 def test_three_daemons_decide_through_one_server_and_survive_its_restart(
@@ -86,16 +53,16 @@ def test_three_daemons_decide_through_one_server_and_survive_its_restart(
         def everyone(pred):
             return all(pred(_vlm_stats(sub, n)) for n in names)
 
-        _until(lambda: everyone(lambda s: s and s[-1]["state"] == "ok"
+        wait_until(lambda: everyone(lambda s: s and s[-1]["state"] == "ok"
                                 and s[-1]["decisions"] >= 2), 120, "decisions through the server")
         serve.kill()
-        _until(lambda: everyone(lambda s: s and s[-1]["state"] == "failed"), 30,
+        wait_until(lambda: everyone(lambda s: s and s[-1]["state"] == "failed"), 30,
                "daemons on landmarks after the server died")
         before = {n: _vlm_stats(sub, n)[-1]["decisions"] for n in names}
         time.sleep(1.0)
         serve = ServeProcess(tiny_ov_bundle, tmp_path, port=serve.port,
                              grpc_port=serve.grpc_port).start()
-        _until(lambda: all(_vlm_stats(sub, n)[-1]["state"] == "ok"
+        wait_until(lambda: all(_vlm_stats(sub, n)[-1]["state"] == "ok"
                            and _vlm_stats(sub, n)[-1]["decisions"] > before[n] for n in names),
                60, "decisions through the restarted server")
         outs = [p.communicate(timeout=180) for p in procs]

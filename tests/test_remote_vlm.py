@@ -24,7 +24,7 @@ from edge_gesture.vlm.serving import manifest_sha256
 from edge_gesture.vlm.worker import VlmWorker, load_runtime
 from tests.mosquitto import free_port
 from tests.serve_process import ServeProcess
-from tests.test_vlm_worker import frame, hand
+from tests.test_vlm_worker import frame, hand, wait_for
 from tests.tls_certs import OPENSSL, issue, make_ca
 
 pytestmark = pytest.mark.export
@@ -181,15 +181,6 @@ def test_tls_server_is_used_with_its_ca_and_refused_without(protocol, tiny_ov_bu
             load_runtime(_config(tmp_path, tiny_ov_bundle, url=url, protocol=protocol))
 
 
-def _wait(pred, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_a_server_that_dies_mid_run_is_survived_logged_once_and_used_again(
         tiny_ov_bundle, tmp_path, crops):
     serve = ServeProcess(tiny_ov_bundle, tmp_path).start()
@@ -208,10 +199,10 @@ def test_a_server_that_dies_mid_run_is_survived_logged_once_and_used_again(
             # A hand that moves a little every frame, so each offer is a new decision.
             worker.submit(frame(n[0] * 0.05), [hand(shift=(n[0] % 10) * 0.02)])
 
-        assert _wait(lambda: (offer(), worker.counts["decisions"] >= 2)[1], 30)
+        assert wait_for(lambda: (offer(), worker.counts["decisions"] >= 2)[1], 30)
         with capture_logs() as logs:
             serve.kill()
-            assert _wait(lambda: (offer(), worker.state == "failed")[1], 30)
+            assert wait_for(lambda: (offer(), worker.state == "failed")[1], 30)
             assert not worker.available and worker.latest(1) is None  # landmarks only now
             time.sleep(2.0)  # several probes fail meanwhile, at the backoff's pace
             errors = [e for e in logs if e["log_level"] == "error"]
@@ -220,8 +211,8 @@ def test_a_server_that_dies_mid_run_is_survived_logged_once_and_used_again(
             before = worker.counts["decisions"]
             serve = ServeProcess(tiny_ov_bundle, tmp_path, port=serve.port,
                                  grpc_port=serve.grpc_port).start()
-            assert _wait(lambda: (offer(), worker.state == "ok")[1], 60)
-            assert _wait(lambda: (offer(), worker.counts["decisions"] > before)[1], 30)
+            assert wait_for(lambda: (offer(), worker.state == "ok")[1], 60)
+            assert wait_for(lambda: (offer(), worker.counts["decisions"] > before)[1], 30)
         assert any(e["event"] == "vlm server back" for e in logs)
         assert worker.latest(1) is not None
     finally:

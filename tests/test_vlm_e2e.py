@@ -22,11 +22,13 @@ from tests.test_e2e import (  # noqa: F401 - the video fixtures are shared
 pytestmark = [pytest.mark.e2e, pytest.mark.export]
 
 
-def write_config(tmp_path: Path, port: int, video: Path, bundle: Path, **vlm) -> Path:
+def write_config(tmp_path: Path, port: int, video: Path, bundle: Path, *, device_id: str = "e2e",
+                 tables: str = "", **vlm) -> Path:
+    """`vlm` settings go in [vlm]; `tables` (TOML text) after it."""
     extra = "\n".join(f"{k} = {json.dumps(v)}" for k, v in vlm.items())
     cfg = tmp_path / "config.toml"
     cfg.write_text(f"""
-device_id = "e2e"
+device_id = "{device_id}"
 [capture]
 source = "{video}"
 realtime = true
@@ -47,6 +49,7 @@ max_rate_hz = 5.0
 backoff_initial_s = 0.5
 backoff_max_s = 1.0
 {extra}
+{tables}
 """)
     return cfg
 
