@@ -9,6 +9,7 @@ that dies mid-run leaves the daemon on landmarks, logged once, and is used again
 from __future__ import annotations
 
 import glob
+import json
 import time
 from pathlib import Path
 
@@ -234,3 +235,29 @@ def test_serve_refuses_an_open_port_without_a_token_and_says_where_it_lives(tiny
     r = subprocess.run([sys.executable, "-m", "edge_gesture", "serve", "--bundle",
                         str(tiny_ov_bundle)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "script/setup --serve" in r.stderr
+
+
+def test_the_server_has_kserves_health_readiness_and_metrics(server, tiny_ov_bundle, token_file,
+                                                             tmp_path, crops):
+    import urllib.error
+    import urllib.request
+
+    rt = load_runtime(_config(tmp_path, tiny_ov_bundle, url=server.url,
+                              token_file=str(token_file)))
+    rt.classify(crops[0])
+    rt.close()
+    for path in ("/v2/health/live", "/v2/health/ready"):  # probes carry no token
+        with urllib.request.urlopen(server.url + path, timeout=5) as r:
+            assert r.status == 200
+    with pytest.raises(urllib.error.HTTPError) as err:  # the rest of the API asks for it
+        urllib.request.urlopen(server.url + "/metrics", timeout=5)
+    assert err.value.code == 401
+    ask = urllib.request.Request(server.url + "/metrics",
+                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(ask, timeout=5) as r:
+        metrics = r.read().decode()
+    assert 'request_predict_seconds_count{model_name="edge-gesture-vision"}' in metrics
+    ready = urllib.request.Request(server.url + "/v2/models/edge-gesture-decision/ready",
+                                   headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(ready, timeout=5) as r:
+        assert json.loads(r.read()) == {"name": "edge-gesture-decision", "ready": True}
