@@ -97,6 +97,23 @@ key_file = "{tmp_path}/client.key"
                       f"mqtt.tls.key_file: no such file {tmp_path}/client.key"]
 
 
+def test_the_vlm_servers_files_are_named_and_a_whole_remote_vlm_needs_no_bundle(capsys, tmp_path):
+    # They are read when the VLM loads, after start-up: a typo would only show as a VLM that never
+    # comes up.
+    code, errors, _ = check(capsys, tmp_path, f"""
+[vlm]
+enabled = true
+[vlm.remote]
+url = "https://vlm-box:8080"
+split = "all"
+token_file = "{tmp_path}/token"
+ca_file = "{tmp_path}/ca.pem"
+""")
+    assert code == 2
+    assert errors == [f"vlm.remote.token_file: no such file {tmp_path}/token",
+                      f"vlm.remote.ca_file: no such file {tmp_path}/ca.pem"]
+
+
 def test_an_empty_password_file_is_refused_as_the_daemon_would(capsys, tmp_path):
     (tmp_path / "pw").write_text("")
     code, errors, _ = check(capsys, tmp_path,

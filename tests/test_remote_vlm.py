@@ -20,7 +20,12 @@ from structlog.testing import capture_logs
 
 from edge_gesture.config import parse_config
 from edge_gesture.vlm.remote import InferenceClient, RemoteError, RemoteUnavailable, ServerAccess
-from edge_gesture.vlm.remote_runtime import RemoteDecisionRuntime, make_client, server_access
+from edge_gesture.vlm.remote_runtime import (
+    RemoteDecisionRuntime,
+    make_client,
+    served_bundle,
+    server_access,
+)
 from edge_gesture.vlm.serving import manifest_sha256
 from edge_gesture.vlm.worker import VlmWorker, load_runtime
 from tests.mosquitto import free_port
@@ -261,3 +266,15 @@ def test_the_server_has_kserves_health_readiness_and_metrics(server, tiny_ov_bun
                                    headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(ready, timeout=5) as r:
         assert json.loads(r.read()) == {"name": "edge-gesture-decision", "ready": True}
+
+
+def test_the_bundle_a_served_model_came_from_is_read_from_either_servers_metadata():
+    sha = "ab" * 32
+    # edge-gesture serve: the manifest's sha256 as the model's version.
+    assert served_bundle({"versions": [sha]}) == sha
+    # An OVMS repository: the IR's rt_info, as `serving-repository` writes it.
+    assert served_bundle({"versions": ["1"], "rt_info": {"edge_gesture": {
+        "manifest_sha256": sha}}}) == sha
+    # A server that does not say (OVMS versions are numbers): only shapes can be checked.
+    assert served_bundle({"versions": ["1", "2"]}) is None
+    assert served_bundle({}) is None
