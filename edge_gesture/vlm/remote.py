@@ -155,7 +155,12 @@ class InferenceClient:
                 fresh = self._conn is None
                 conn = self._conn or self._connect()
                 try:
-                    conn.request(method, self._prefix + path, body=body, headers=hdrs)
+                    try:
+                        conn.request(method, self._prefix + path, body=body, headers=hdrs)
+                    except (BrokenPipeError, ConnectionResetError):
+                        # A server refusing a body (413) may answer and close before it is all
+                        # sent; its answer is still there to read. If not, this raises again.
+                        pass
                     resp = conn.getresponse()
                     data = resp.read()
                 except ssl.SSLCertVerificationError as e:

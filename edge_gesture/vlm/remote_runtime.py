@@ -106,6 +106,7 @@ class RemoteVision:
         self.image_tokens = image_tokens
         self.hidden = manifest.language.hidden_size
         self.where = f"{client.where} model {self.model!r}"
+        self._said_unknown = False
         self.check()
 
     def check(self) -> None:
@@ -124,11 +125,12 @@ class RemoteVision:
             raise RemoteError(f"{self.where}: gives features {feats.get('shape')}, this bundle's "
                               f"language model takes {want_out}")
         served = served_bundle(meta)
-        if served is None:
+        if served is None and not self._said_unknown:
             # OVMS builds that do not pass rt_info on: the shapes are all that can be checked.
+            self._said_unknown = True  # once, not at every probe after an outage
             log.warning("vlm server does not say which bundle its encoder came from; only its "
                         "shapes were checked", server=self.where)
-        elif served != self.bundle_sha256:
+        elif served is not None and served != self.bundle_sha256:
             raise RemoteError(f"{self.where}: serves the encoder of bundle {served[:12]}, this "
                               f"machine's bundle is {self.bundle_sha256[:12]}: serve this "
                               "bundle, or copy the server's bundle here")
