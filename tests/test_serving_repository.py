@@ -27,7 +27,9 @@ from tests.vlm_fixtures import GESTURES
 
 def run_served_model(model_xml, pixels: np.ndarray) -> np.ndarray:
     """The served model's answer for one crop's pixels, as OVMS computes it (OpenVINO on CPU)."""
-    compiled = ov.Core().compile_model(str(model_xml), "CPU")
+    # f32 like the runtime it is compared with: on a CPU with AVX-512 BF16 or AMX the plugin's
+    # default is bf16, which moves features by ~3e-3 on either side.
+    compiled = ov.Core().compile_model(str(model_xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     return np.array(compiled({PIXELS_INPUT: pixels[None]})[0], copy=True)
 
 
