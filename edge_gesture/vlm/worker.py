@@ -434,8 +434,8 @@ class VlmWorker:
         while not self._stop.wait(backoff):
             try:
                 rt.probe()
-            except RemoteError as e:
-                self._fail(f"VLM server: {e}", type(e).__name__)
+            except Exception as e:  # noqa: BLE001 - whatever the server answers, keep waiting
+                self._fail(f"VLM server: {_reason(e)}", type(e).__name__)
                 backoff = min(backoff * 2, self.cfg.vlm.backoff_max_s)
                 continue
             with self._cond:
