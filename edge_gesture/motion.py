@@ -89,6 +89,7 @@ class _Stroke:
     anchor: float = 0.0
     extreme_t: float = 0.0  # the furthest point along `direction` so far
     extreme: float = 0.0
+    progress: float = 0.0  # where the hand was at extreme_t (see _follow)
     number: int = 0  # counts strokes on this axis; a swipe fires once per number
     began_t: float = 0.0  # when the hand was first seen going this way (past the reversal)
     done: list = field(default_factory=list)  # finished strokes: (number, direction, amplitude, start, end)
@@ -179,7 +180,11 @@ class MotionTracker:
         towards = heading @ jump >= _COS_45 * np.linalg.norm(heading) * np.linalg.norm(jump)
         # And it could have got there: a hand moves at most about 3 m/s (30 hand sizes a second);
         # a hand that is gone and another at once far away (a cut, another person) is two hands.
-        reachable = np.linalg.norm(jump) <= _FASTEST_HAND * path.size * (t - path.last_seen)
+        # A hand lost on the move was often not where its track last put it: blurred, its
+        # landmarks lag and stall for a few frames before the track lets go, so it may have gone
+        # on for up to SPEED_SPAN_S more.
+        flight = t - path.last_seen + (SPEED_SPAN_S if moved and towards else 0.0)
+        reachable = np.linalg.norm(jump) <= _FASTEST_HAND * path.size * flight
         if (moved and not towards) or not reachable:
             return _Path()
         return self._paths.pop(lost[0])
@@ -189,7 +194,7 @@ class MotionTracker:
         p = s.x if axis == 0 else s.y
         unit = path.size
         if len(path.samples) == 1:
-            st.anchor = st.extreme = p
+            st.anchor = st.extreme = st.progress = p
             st.anchor_t = st.extreme_t = t
             return
         if st.direction == 0:
@@ -198,19 +203,24 @@ class MotionTracker:
                 st.anchor, st.anchor_t = p, t
             elif abs(p - st.anchor) >= cfg.reversal * unit:
                 st.direction = 1 if p > st.anchor else -1
-                st.extreme, st.extreme_t = p, t
+                st.extreme, st.extreme_t, st.progress = p, t, p
                 st.number += 1
                 st.began_t = t
             return
         if (p - st.extreme) * st.direction > 0:
-            st.extreme, st.extreme_t = p, t
+            st.extreme = p
+            # The stroke goes on while the hand moves on at a moving hand's speed; a hand resting
+            # where a stroke ended creeps on by landmark jitter, and that is not the stroke going
+            # on (its end would move up to whenever the hand sets off again).
+            if (p - st.progress) * st.direction >= cfg.still_max_speed * unit * (t - st.extreme_t):
+                st.extreme_t, st.progress = t, p
         elif (st.extreme - p) * st.direction >= cfg.reversal * unit:
             st.done.append((st.number, st.direction, abs(st.extreme - st.anchor) / unit,
                             st.anchor_t, st.extreme_t))
             st.done = [d for d in st.done if d[4] >= t - _KEEP_S - EPS]
             st.anchor, st.anchor_t = st.extreme, st.extreme_t
             st.direction = -st.direction
-            st.extreme, st.extreme_t = p, t
+            st.extreme, st.extreme_t, st.progress = p, t, p
             st.number += 1
             st.began_t = t
         elif t - st.extreme_t > cfg.swipe_max_s + EPS:

@@ -7,8 +7,8 @@ Each clip: one room (../shared/backgrounds), one distance (hand box 0.11, 0.055 
 1280x720 frame's width: about 1, 2 and 3 m), 30 or 15 frames/s, 1 s of empty room, then eight
 gestures with 1 s of empty room after each. A gesture is a held pose (a random photo of a random
 landmark gesture, held 1.5 s, drifting a pixel a frame) or, six times in ten, a swipe or a wave
-(tests/motion_paths.py: realistic speed, blur and scale change) made with an open palm or, one
-time in four, with two fingers or the index up. Every other clip's swipes come back (the return
+(tests/motion_paths.py: realistic speed, blur and scale change) made with an open palm or, for
+one swipe in four, with two fingers or the index up (a wave is an open palm's). Every other clip's swipes come back (the return
 stroke). Labels beside each clip (`<clip>.labels.csv`). The choices depend on the seed only, so a
 seed names a set; the figures in the README come from a seed not used while tuning.
 """
@@ -40,6 +40,8 @@ def clip_poses(data: Path, rng: random.Random, back: bool, share: float) -> list
         if rng.random() < 0.6:
             motion = rng.choice(MOTIONS)
             shape = rng.choice(("victory", "pointing_up")) if rng.random() < 0.25 else "open_palm"
+            if motion == "wave":  # a wave is an open palm's, by the product's definition
+                shape = "open_palm"
             returns = back and motion != "wave"
             poses.append(Pose(_photo(data, shape, rng), BACK_S if returns else MOTION_S, share,
                               motion=motion, back=returns))

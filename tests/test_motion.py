@@ -148,6 +148,32 @@ def test_a_swipe_through_a_few_lost_frames_is_still_a_swipe(poses):
     assert [g for g in gestures(run(script)) if g.startswith("swipe")] == ["swipe_left"]
 
 
+def test_a_swipe_whose_track_lags_in_the_blur_is_one_swipe_and_its_return_none(poses):
+    fist = poses["fist"]
+    # As a fast hand at 3 m blurs, the landmark model's reading of it lags and shrinks (the track
+    # stalls for three frames); the hand, read sharp again, is a new track 1.5 sizes further on
+    # in the next frame, further than a hand moves in one frame from where the old one stalled.
+    script = path(fist, still(640, 150, 10) + line((640, 150), (640, 240), 6))
+    script += [[placed(fist, 640, 244 + 2 * k, "right", palm_px=px)]
+               for k, px in enumerate((50, 40, 32))]
+    # Sharp again (too big a step in size for the stalled track), then it slows to a stop and
+    # comes back up after a third of a second.
+    script += path(fist, line((640, 340), (640, 360), 2) + still(640, 360, 10)
+                   + line((640, 360), (640, 150), 9) + still(640, 150, 10))
+    assert [g for g in gestures(run(script)) if g.startswith("swipe")] == ["swipe_down"]
+
+
+def test_a_swipe_back_after_a_rest_is_a_swipe_though_the_resting_hand_crept(poses):
+    fist = poses["fist"]
+    # Down, a second and a half at rest (its landmarks creeping on downwards, a third of a pixel
+    # a frame, as a resting hand's do), then up on purpose: two swipes, not a swipe and its return.
+    rest = [(640, 450 + 0.3 * k) for k in range(45)]
+    pts = still(640, 150, 10) + line((640, 150), (640, 450), SWIPE_FRAMES) + rest
+    pts += line(rest[-1], (640, 150), SWIPE_FRAMES) + still(640, 150, 10)
+    assert [g for g in gestures(run(path(fist, pts))) if g.startswith("swipe")] == [
+        "swipe_down", "swipe_up"]
+
+
 def test_a_hand_leaving_and_another_appearing_far_away_is_no_swipe(poses):
     fist = poses["fist"]
     # One person's hand leaves; 0.2 s later another person's, much bigger, appears far away.
