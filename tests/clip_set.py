@@ -8,9 +8,10 @@ Each clip: one room (../shared/backgrounds), one distance (hand box 0.11, 0.055 
 gestures with 1 s of empty room after each. A gesture is a held pose (a random photo of a random
 landmark gesture, held 1.5 s, drifting a pixel a frame) or, six times in ten, a swipe or a wave
 (tests/motion_paths.py: realistic speed, blur and scale change) made with an open palm or, for
-one swipe in four, with two fingers or the index up (a wave is an open palm's). Every other clip's swipes come back (the return
-stroke). Labels beside each clip (`<clip>.labels.csv`). The choices depend on the seed only, so a
-seed names a set; the figures in the README come from a seed not used while tuning.
+one swipe in four, with two fingers or the index up (a wave is an open palm's). Every other
+clip's swipes come back (the return stroke). Labels beside each clip (`<clip>.labels.csv`). The
+choices depend on the seed only, so a seed names a set; the figures in the README come from a
+seed not used while tuning.
 """
 
 from __future__ import annotations
