@@ -15,7 +15,8 @@ or stops for `motion.swipe_max_s` (then the next movement starts afresh).
   of at least `TURN_BACK_MIN` hand sizes is the second half of a swing (a big wave's strokes are
   as long as a short swipe). A small wind-up before a swipe is shorter than that.
 - **Wave**: at least `wave_min_strokes` side-to-side strokes in a row, each at least
-  `wave_min_stroke` sizes, within `wave_window_s`, with an open hand (the pose classifier's
+  `wave_min_stroke` sizes and, once finished, `MIN_STROKE_S` long (a turn and a turn back within a
+  frame or two is a misread blurred frame), within `wave_window_s`, with an open hand (the pose classifier's
   `open_palm` on at least half of those frames). While a track is waving (two strokes of that
   size before the current one), its side-to-side strokes are not swipes: a wave is not also
   two swipes.
@@ -55,6 +56,9 @@ TURN_BACK_MIN = 1.0
 #: ...within this many seconds of its end (a wave turns without stopping; the reversal is seen
 #: `reversal` hand sizes later, about 0.1 s).
 SWING_RETURN_S = 0.35
+#: The shortest stroke a hand makes (s): a quick wave swings 2.5 times a second, 0.2 s a stroke. A
+#: shorter one, there and back within a frame or two, is a misread blurred frame, not a swing.
+MIN_STROKE_S = 0.1
 #: How much path a track keeps: the longest rule's window.
 _KEEP_S = 3.0
 _SIZE_SPAN_S = 1.0
@@ -280,8 +284,10 @@ class MotionTracker:
             strokes.append((st.number, st.direction, abs(st.extreme - st.anchor) / path.size,
                             st.anchor_t, st.extreme_t))
         run = []
-        for s in reversed(strokes):
+        for i, s in enumerate(reversed(strokes)):
             if s[3] < t - cfg.wave_window_s - EPS or s[2] < cfg.wave_min_stroke:
+                break
+            if i > 0 and s[4] - s[3] < MIN_STROKE_S - EPS:  # a finished stroke; see MIN_STROKE_S
                 break
             if run and s[0] != run[-1][0] - 1:
                 break

@@ -174,6 +174,19 @@ def test_a_swipe_back_after_a_rest_is_a_swipe_though_the_resting_hand_crept(pose
         "swipe_down", "swipe_up"]
 
 
+def test_a_swipe_and_its_return_with_a_misread_frame_are_no_wave(poses):
+    palm = poses["open_palm"]
+    # An open hand swipes and comes back; in the blur one frame is read half a hand size behind
+    # (a turn and a turn back within a frame, which no hand makes): two strokes too many for the
+    # swipe and its return, but not a wave.
+    out = line((400, 360), (700, 360), 8)
+    out[5] = (out[4][0] - 35, 360)
+    pts = still(400, 360, 10) + out + line((700, 360), (760, 360), 2) + still(760, 360, 8)
+    pts += line((760, 360), (400, 360), 10) + still(400, 360, 10)
+    assert [g for g in gestures(run(path(palm, pts))) if g.startswith(("swipe", "wave"))] == [
+        "swipe_left"]
+
+
 def test_a_hand_leaving_and_another_appearing_far_away_is_no_swipe(poses):
     fist = poses["fist"]
     # One person's hand leaves; 0.2 s later another person's, much bigger, appears far away.
