@@ -39,6 +39,13 @@ def read_credential(value: str, setting: str) -> tuple[Path, str]:
         raise StartupError(f"{setting}: {path} is not UTF-8 text") from None
 
 
+def read_token(value: str, setting: str) -> tuple[Path, str]:
+    """A token file's path and its first line, stripped ("" when the file is blank); a bare
+    name is looked up as credential_path says. Callers judge its length."""
+    path, text = read_credential(value, setting)
+    return path, text.splitlines()[0].strip() if text.strip() else ""
+
+
 def resolve_password(m: MqttConfig) -> str | None:
     """The password from the config, a file, or the environment, in that order; None if none."""
     if m.password is not None:

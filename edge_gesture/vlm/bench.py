@@ -122,7 +122,7 @@ class _Reference:
 
 
 def _pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs), q))
+    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
 
 
 def check_arguments(args) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 from edge_gesture.config import VlmRemoteConfig, is_loopback
 from edge_gesture.errors import UsageError
 from edge_gesture.machine import cpu_facts
+from edge_gesture.vlm.bench import _pct
 from edge_gesture.vlm.remote import RemoteError
 
 
@@ -43,10 +44,6 @@ def _remote(args, split: str) -> VlmRemoteConfig:
                                token_file=args.token_file or "", ca_file=args.ca_file or "")
     except ValueError as e:
         raise UsageError(f"--remote / --token-file / --ca-file: {e}") from None
-
-
-def _pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
 
 
 def measure_remote(args, local, gestures, opts, crop: np.ndarray) -> dict:
@@ -86,7 +83,7 @@ def measure_remote(args, local, gestures, opts, crop: np.ndarray) -> dict:
     whole.close()
 
     host = urlsplit(args.remote).hostname or ""
-    here = is_loopback(host) or host in ("localhost",)
+    here = is_loopback(host)
     out = {
         "url": args.remote,
         "protocol": args.protocol,

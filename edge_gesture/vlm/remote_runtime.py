@@ -22,6 +22,7 @@ import structlog
 from edge_gesture.bundle import BundleManifest
 from edge_gesture.config import VlmRemoteConfig
 from edge_gesture.vlm.decode import Decoded
+from edge_gesture.vlm.prompt import NONE_LABEL
 from edge_gesture.vlm.remote import InferenceClient, RemoteError, ServerAccess
 from edge_gesture.vlm.serving import PIXELS_INPUT, RT_INFO_KEY
 
@@ -38,13 +39,12 @@ def server_access(remote: VlmRemoteConfig) -> ServerAccess:
     """The connection settings, with the token read from its file (a bare name from systemd's
     credentials directory); a file that cannot be read is an error naming the setting."""
     from edge_gesture.errors import StartupError
-    from edge_gesture.publish.security import credential_path, read_credential
+    from edge_gesture.publish.security import credential_path, read_token
 
     token, source = "", ""
     try:
         if remote.token_file:
-            path, text = read_credential(remote.token_file, "vlm.remote.token_file")
-            token = text.splitlines()[0].strip() if text.strip() else ""
+            path, token = read_token(remote.token_file, "vlm.remote.token_file")
             if not token:
                 raise RemoteError(f"vlm.remote.token_file: {path} is empty")
             source = str(path)
@@ -154,7 +154,7 @@ class RemoteDecisionRuntime:
         self.client = make_client(remote)
         self.model = remote.model_name()
         self.version = remote.model_version
-        self.labels = tuple(name for name, _ in gestures) + ("none",)
+        self.labels = tuple(name for name, _ in gestures) + (NONE_LABEL,)
         self._gestures = np.asarray([name for name, _ in gestures], dtype=object)
         self.where = f"{self.client.where} model {self.model!r}"
         self.devices = {"decision": remote.url}

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from edge_gesture.config import WebConfig, is_loopback
 from edge_gesture.errors import StartupError
-from edge_gesture.publish.security import read_credential
+from edge_gesture.publish.security import read_token as read_token_file
 
 #: Shorter tokens are guessable; `openssl rand -hex 16` makes a good one.
 MIN_TOKEN_LENGTH = 16
@@ -19,8 +19,7 @@ def read_token(cfg: WebConfig) -> str | None:
     """The token's first line, or None when web.token_file is empty."""
     if not cfg.token_file:
         return None
-    path, text = read_credential(cfg.token_file, "web.token_file")
-    token = text.splitlines()[0].strip() if text.strip() else ""
+    path, token = read_token_file(cfg.token_file, "web.token_file")
     if len(token) < MIN_TOKEN_LENGTH:
         raise StartupError(f"web.token_file: the token in {path} is shorter than {MIN_TOKEN_LENGTH} "
                            "characters; make one with `openssl rand -hex 16`")
