@@ -162,6 +162,25 @@ def test_with_room_for_another_hand_the_search_runs_every_search_interval_frames
     assert searched == [1] * 4, later
 
 
+def test_a_new_scene_is_searched_on_the_same_frames_whatever_was_read_before(open_palm, background):
+    """eval's clips are scenes of one run: a clip after one of 31 frames (not a whole number of
+    search intervals) must be searched on the same frames as read alone, or its events move."""
+    photo, landmarks = open_palm
+    image = room.hand_in_frame(photo, landmarks, ROOM_SHARE, background, (640, 360))
+
+    def squares_per_frame(before: int) -> list[int]:
+        hands = OpenVinoHands(HandsConfig())
+        try:
+            for _ in range(before):
+                hands.detect(image)
+            hands.forget()
+            return [(hands.detect(image), len(hands.search_squares))[1] for _ in range(30)]
+        finally:
+            hands.close()
+
+    assert squares_per_frame(31) == squares_per_frame(0)
+
+
 def test_a_second_hand_raised_while_one_is_followed_is_looked_for_where_the_picture_changed(
         open_palm, background):
     """One hand followed at (300, 360) in a still room; a second is raised at (1000, 360): the

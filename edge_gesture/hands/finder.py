@@ -236,7 +236,11 @@ class OpenVinoHandFinder:
         """Drop the followed hands (a new scene, e.g. the next photo, which may be another size)."""
         self._followed = []
         self._plan = None
+        # The search's timetable counts frames: a scene starts it afresh, so a clip gives the same
+        # events whatever was read before it.
+        self._frame_no = 0
         self._recover_until = 0
+        self._recover_hands = 0
         self._lost = []
 
     def close(self) -> None:
