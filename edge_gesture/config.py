@@ -343,10 +343,11 @@ class MotionConfig(Section):
     settle_s: Annotated[float, Field(ge=0, le=10)] = Field(
         0.5,
         description="After a swipe or wave, a pose counts only once the hand has been still this "
-        "long (a hand resting where a swipe ended is not showing a pose).",
+        "long (a hand resting where a swipe ended is not showing a pose); the shape it moved with "
+        "counts again once the hand has rested this long showing something else, or left view.",
     )
     max_gap_s: Annotated[float, Field(ge=0, le=5)] = Field(
-        0.6,
+        0.8,
         description="A fast hand is often missed for a few blurred frames: a new hand of the same "
         "size within this many seconds, the only candidate, continues the lost hand's path.",
     )

@@ -23,7 +23,11 @@ or stops for `motion.swipe_max_s` (then the next movement starts afresh).
 - **Still**: a held pose counts only while the hand moves slower than `still_max_speed` sizes a
   second (measured over the last `SPEED_SPAN_S`): a swipe with an open hand is not an open_palm.
   After a swipe or a wave the hand must first be still for `settle_s` (the hand resting where a
-  swipe ended is not showing a pose).
+  swipe ended is not showing a pose), and the shape it moved with (the pose most of its labelled
+  frames showed over the gesture) is spent: held on after the gesture it is no pose, until the
+  hand has rested `settle_s` showing something else (or nothing), or has left view (a hand lost
+  in a blurred return stroke and found again within `max_gap_s` has not). Another pose shown
+  after the swipe fires as usual.
 
 Directions are the person's own, like `hand`: an unmirrored camera sees a hand moving to the
 person's left go to the picture's right (`hands.mirrored` says which it is). A fast hand is often
@@ -83,7 +87,7 @@ class _Sample:
     x: float  # palm centre, frame heights (x scaled by the aspect)
     y: float
     size: float
-    open: bool
+    pose: str | None  # the classifier's label on this frame
 
 
 @dataclass
@@ -95,7 +99,8 @@ class _Stroke:
     extreme: float = 0.0
     progress: float = 0.0  # where the hand was at extreme_t (see _follow)
     number: int = 0  # counts strokes on this axis; a swipe fires once per number
-    began_t: float = 0.0  # when the hand was first seen going this way (past the reversal)
+    began_t: float = 0.0  # when the hand was last seen before it was seen going this way (past the
+    #                       reversal): across frames the hand was lost in, the turn was made then
     done: list = field(default_factory=list)  # finished strokes: (number, direction, amplitude, start, end)
 
 
@@ -107,6 +112,8 @@ class _Path:
     waved_stroke: int = -1  # the x stroke number a wave last fired on
     settling: bool = False  # a motion gesture fired; poses wait until the hand has been still
     still_since: float | None = None
+    spent: str | None = None  # the shape a motion gesture was made with (see the module's Still)
+    other_since: float | None = None  # since when the hand has rested showing another shape
     last_seen: float = 0.0
     size: float = 0.0
 
@@ -125,7 +132,8 @@ class MotionTracker:
     def update(self, t: float, hands: list[Hand], poses: dict[int, str | None]
                ) -> tuple[list[MotionEvent], set[int]]:
         """One frame: the hands with their track ids and each track's pose label. Returns the
-        motion events and the tracks moving too fast for a still pose to count."""
+        motion events and the tracks whose pose does not count in this frame (moving, settling
+        after a motion gesture, or still showing the shape it was made with)."""
         cfg = self.cfg
         seen = {h.track_id for h in hands}
         gone = [k for k, p in self._paths.items() if k not in seen and t - p.last_seen > cfg.max_gap_s + EPS]
@@ -137,8 +145,8 @@ class MotionTracker:
             if path is None:
                 path = self._paths[hand.track_id] = self._continued(hand, t, seen)
             centre, size = palm(hand)
-            path.samples.append(_Sample(t, float(centre[0]), float(centre[1]), size,
-                                        poses.get(hand.track_id) == "open_palm"))
+            pose = poses.get(hand.track_id)
+            path.samples.append(_Sample(t, float(centre[0]), float(centre[1]), size, pose))
             path.last_seen = t
             while path.samples and path.samples[0].t < t - _KEEP_S - EPS:
                 path.samples.popleft()
@@ -146,7 +154,8 @@ class MotionTracker:
             path.size = float(np.median(recent))
             for axis in (0, 1):
                 self._follow(path, axis, t)
-            if self._speed(path, t) > cfg.still_max_speed:
+            still = self._speed(path, t) <= cfg.still_max_speed
+            if not still:
                 path.still_since = None
                 moving.add(hand.track_id)
             elif path.still_since is None:
@@ -154,13 +163,40 @@ class MotionTracker:
             found = [MotionEvent(hand.track_id, g, c) for g, c in self._decide(path, t)]
             if found:
                 path.settling, path.still_since = True, None
+                path.spent, path.other_since = self._shape_moved(path, t), None
             if path.settling:
                 if path.still_since is not None and t - path.still_since >= cfg.settle_s - EPS:
                     path.settling = False
                 else:
                     moving.add(hand.track_id)
+            if path.spent is not None and self._still_spent(path, pose, still, t):
+                moving.add(hand.track_id)
             events += found
         return events, moving
+
+    def _shape_moved(self, path: _Path, t: float) -> str | None:
+        """The pose most of the path's labelled frames showed over the gesture just made (a
+        blurred frame's label is often none or a misread, so the majority, not the last)."""
+        counts: dict[str, int] = {}
+        for s in path.samples:
+            if s.pose is not None and s.t >= t - self.cfg.swipe_max_s - EPS:
+                counts[s.pose] = counts.get(s.pose, 0) + 1
+        return max(counts, key=counts.__getitem__) if counts else None
+
+    def _still_spent(self, path: _Path, pose: str | None, still: bool, t: float) -> bool:
+        """Whether the hand still shows the shape it made its motion gesture with: held on
+        after a swipe, that shape is the swipe's, not a pose. The shape counts again once the
+        hand has rested settle_s showing something else (a hand lowered, relaxed or reshaped)."""
+        if pose == path.spent:
+            path.other_since = None
+            return True
+        if not still:
+            path.other_since = None
+        elif path.other_since is None:
+            path.other_since = t
+        elif t - path.other_since >= self.cfg.settle_s - EPS:
+            path.spent = path.other_since = None
+        return False
 
     def _continued(self, hand: Hand, t: float, seen: set[int]) -> _Path:
         """A new track's path: the path of a track lost moments ago when it is the only one of
@@ -209,7 +245,7 @@ class MotionTracker:
                 st.direction = 1 if p > st.anchor else -1
                 st.extreme, st.extreme_t, st.progress = p, t, p
                 st.number += 1
-                st.began_t = t
+                st.began_t = path.samples[-2].t
             return
         if (p - st.extreme) * st.direction > 0:
             st.extreme = p
@@ -226,7 +262,7 @@ class MotionTracker:
             st.direction = -st.direction
             st.extreme, st.extreme_t, st.progress = p, t, p
             st.number += 1
-            st.began_t = t
+            st.began_t = path.samples[-2].t
         elif t - st.extreme_t > cfg.swipe_max_s + EPS:
             st.done.append((st.number, st.direction, abs(st.extreme - st.anchor) / unit,
                             st.anchor_t, st.extreme_t))
@@ -298,7 +334,7 @@ class MotionTracker:
         cfg = self.cfg
         if len(run) < cfg.wave_min_strokes or path.waved_stroke >= run[0][0]:
             return None
-        frames = [s.open for s in path.samples if s.t >= run[0][3] - EPS]
+        frames = [s.pose == "open_palm" for s in path.samples if s.t >= run[0][3] - EPS]
         open_share = sum(frames) / len(frames)
         if open_share < 0.5:
             return None

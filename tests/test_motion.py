@@ -135,8 +135,31 @@ def test_a_hand_resting_where_a_swipe_ended_shows_no_pose_until_it_has_settled(p
     swipe = line((300, 360), (700, 360), SWIPE_FRAMES)
     # Rests 0.4 s at the end, then drops out of view: the swipe only.
     assert gestures(run(path(palm, swipe + still(700, 360, 12)) + [[]] * 10)) == ["swipe_left"]
-    # Holds the open hand up for 1.5 s: once settled (0.5 s still) and held, open_palm too.
-    assert gestures(run(path(palm, swipe + still(700, 360, 45)))) == ["swipe_left", "open_palm"]
+    # Shows a fist once it stops: that pose fires once the hand has settled (0.5 s) and held it.
+    assert gestures(run(path(palm, swipe) + path(poses["fist"], still(700, 360, 45)))) == [
+        "swipe_left", "fist"]
+
+
+def test_the_shape_a_swipe_was_made_with_held_on_after_it_is_no_pose(poses):
+    palm, fist = poses["open_palm"], poses["fist"]
+    swipe = line((300, 360), (700, 360), SWIPE_FRAMES)
+    # The open hand held up for 1.5 s where the swipe ended: the swipe's, not an open_palm.
+    assert gestures(run(path(palm, swipe + still(700, 360, 45)))) == ["swipe_left"]
+    # Reshaped to a fist for 1.5 s, then opened again: the fist, then the open palm, fire.
+    reshaped = path(palm, swipe) + path(fist, still(700, 360, 45)) + path(palm, still(700, 360, 30))
+    assert gestures(run(reshaped)) == ["swipe_left", "fist", "open_palm"]
+    # Lowered out of view and raised again 1.5 s later: an open_palm like any other.
+    again = path(palm, swipe + still(700, 360, 6)) + [[]] * 45 + path(palm, still(500, 360, 30))
+    assert gestures(run(again)) == ["swipe_left", "open_palm"]
+
+
+def test_a_hand_lost_in_its_return_stroke_and_found_back_where_it_swiped_still_shows_the_swipe(poses):
+    palm = poses["open_palm"]
+    swipe = line((300, 360), (700, 360), SWIPE_FRAMES)
+    # Rests, then the return stroke is not seen for 0.7 s (a far hand blurred all the way back,
+    # within max_gap_s), then the hand rests where the swipe began: the shape is still the swipe's.
+    back = path(palm, swipe + still(700, 360, 8)) + [[]] * 21 + path(palm, still(300, 360, 45))
+    assert gestures(run(back)) == ["swipe_left"]
 
 
 def test_a_swipe_through_a_few_lost_frames_is_still_a_swipe(poses):
