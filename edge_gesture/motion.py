@@ -31,8 +31,9 @@ or stops for `motion.swipe_max_s` (then the next movement starts afresh).
 
 Directions are the person's own, like `hand`: an unmirrored camera sees a hand moving to the
 person's left go to the picture's right (`hands.mirrored` says which it is). A fast hand is often
-lost for a few blurred frames; a track that reappears as a new one within `max_gap_s`, the only
-one of that size, where the lost hand was heading if it was moving, continues the path (the hand
+lost for a few blurred frames; a track that reappears as a new one within `max_gap_s` continues
+the path of the one lost hand of that size that could have become it: where the lost hand was
+heading if it was moving, along a swipe's axis from a steady hand if it was still (the hand
 tracks keep their own ids).
 
 Times are the frames' own (the source's clock), compared with a tolerance far below a frame, so
@@ -70,6 +71,8 @@ _COS_45 = math.cos(math.radians(45))
 #: Hand sizes a hand has moved over its last SPEED_SPAN_S when it is setting off (landmark jitter
 #: is a few hundredths of that).
 _SETTING_OFF = 0.15
+#: Frame times kept beyond max_gap_s, to know the frame before a lost hand's last (_steady).
+_FRAMES_KEPT_S = 0.5
 #: Hand sizes a second no hand moves faster than (about 2.7 m/s).
 _FASTEST_HAND = 30.0
 
@@ -125,6 +128,7 @@ class MotionTracker:
         self.cfg = cfg
         self.mirrored = mirrored
         self._paths: dict[int, _Path] = {}
+        self._frames: deque = deque()  # recent frame times (see _steady)
 
     def reconfigure(self, cfg: MotionConfig, mirrored: bool) -> None:
         self.cfg, self.mirrored = cfg, mirrored
@@ -135,6 +139,9 @@ class MotionTracker:
         motion events and the tracks whose pose does not count in this frame (moving, settling
         after a motion gesture, or still showing the shape it was made with)."""
         cfg = self.cfg
+        self._frames.append(t)
+        while self._frames[0] < t - cfg.max_gap_s - _FRAMES_KEPT_S - EPS:
+            self._frames.popleft()
         seen = {h.track_id for h in hands}
         gone = [k for k, p in self._paths.items() if k not in seen and t - p.last_seen > cfg.max_gap_s + EPS]
         for tid in gone:
@@ -200,34 +207,51 @@ class MotionTracker:
 
     def _continued(self, hand: Hand, t: float, seen: set[int]) -> _Path:
         """A new track's path: the path of a track lost moments ago when it is the only one of
-        this hand's size and the hand was moving, when lost, towards where this one is (a fast
-        hand missed for a few blurred frames), else a fresh one. A hand lowered out of view and
-        another raised elsewhere is not one path."""
+        this hand's size that could have become this one (a fast hand missed for a few blurred
+        frames), else a fresh one. A hand lowered out of view and another raised elsewhere is not
+        one path, and a false hand that comes and goes in the room (an object the landmark model
+        reads as a hand now and then) does not make two lost candidates of one."""
         centre, size = palm(hand)
-        lost = [k for k, p in self._paths.items() if k not in seen and p.size > 0
-                and max(p.size, size) / min(p.size, size) <= 1.8]
-        if len(lost) != 1:
+        fits = [k for k, p in self._paths.items() if k not in seen and p.size > 0
+                and max(p.size, size) / min(p.size, size) <= 1.8 and self._could_become(p, centre, t)]
+        if len(fits) != 1:
             return _Path()
-        path = self._paths[lost[0]]
+        return self._paths.pop(fits[0])
+
+    def _could_become(self, path: _Path, centre: np.ndarray, t: float) -> bool:
         span = [s for s in path.samples if s.t >= path.last_seen - SPEED_SPAN_S - EPS]
         heading = np.array([span[-1].x - span[0].x, span[-1].y - span[0].y])
         jump = np.array([centre[0] - span[-1].x, centre[1] - span[-1].y])
-        # A hand that was setting off must have gone towards the new one (one lowered out of view
-        # is not another raised beside it). A hand lost while it looked still is often lost as it
-        # sets off (at 15 frames/s a swipe is gone within two frames of starting), so it may
-        # reappear anywhere.
-        moved = float(np.linalg.norm(heading)) >= _SETTING_OFF * path.size
-        towards = heading @ jump >= _COS_45 * np.linalg.norm(heading) * np.linalg.norm(jump)
-        # And it could have got there: a hand moves at most about 3 m/s (30 hand sizes a second);
-        # a hand that is gone and another at once far away (a cut, another person) is two hands.
+        distance = float(np.linalg.norm(jump))
+        # It could have got there: a hand moves at most about 3 m/s (30 hand sizes a second); a
+        # hand that is gone and another at once far away (a cut, another person) is two hands.
         # A hand lost on the move was often not where its track last put it: blurred, its
         # landmarks lag and stall for a few frames before the track lets go, so it may have gone
         # on for up to SPEED_SPAN_S more.
+        moved = float(np.linalg.norm(heading)) >= _SETTING_OFF * path.size
+        towards = heading @ jump >= _COS_45 * np.linalg.norm(heading) * distance
         flight = t - path.last_seen + (SPEED_SPAN_S if moved and towards else 0.0)
-        reachable = np.linalg.norm(jump) <= _FASTEST_HAND * path.size * flight
-        if (moved and not towards) or not reachable:
-            return _Path()
-        return self._paths.pop(lost[0])
+        if distance > _FASTEST_HAND * path.size * flight:
+            return False
+        # A hand that was setting off must have gone towards the new one (one lowered out of view
+        # is not another raised beside it).
+        if moved:
+            return bool(towards)
+        # A hand lost while it looked still is often lost as it sets off (at 15 frames/s a swipe
+        # is gone within two frames of starting); what bridging its gap is for is a swipe, so
+        # further than a hand size away the new one must lie along a swipe's axis, and the lost
+        # one must have been a steady hand, not something read as a hand a frame at a time.
+        along, across = sorted(np.abs(jump), reverse=True)
+        if distance <= path.size:
+            return True
+        return across <= self.cfg.swipe_max_slant * along and self._steady(path)
+
+    def _steady(self, path: _Path) -> bool:
+        """Whether the path's hand was seen on the frame before it was last seen: a hand in view
+        is followed from its landmarks frame after frame, while an object the landmark model
+        takes for a hand is found by the search now and then, a frame at a time."""
+        before = [f for f in self._frames if f < path.last_seen - EPS]
+        return len(path.samples) >= 2 and bool(before) and abs(path.samples[-2].t - before[-1]) < EPS
 
     def _follow(self, path: _Path, axis: int, t: float) -> None:
         cfg, s, st = self.cfg, path.samples[-1], path.axes[axis]

@@ -171,6 +171,36 @@ def test_a_swipe_through_a_few_lost_frames_is_still_a_swipe(poses):
     assert [g for g in gestures(run(script)) if g.startswith("swipe")] == ["swipe_left"]
 
 
+def test_a_false_hand_flickering_in_a_corner_does_not_cut_a_swipes_path(poses):
+    fist = poses["fist"]
+    pts = line((300, 360), (800, 360), 10)
+    # Something in the room the landmark model reads as a hand for one frame, far off in a corner,
+    # while the swiping hand is lost in its blur: it could not have become the hand found again.
+    blurred = [[], [], [placed(fist, 1200, 680, "right")], [], [], []]
+    script = path(fist, still(300, 360, 10)) + path(fist, pts[:2]) + blurred + path(fist, pts[8:])
+    script += path(fist, still(800, 360, 10))
+    assert [g for g in gestures(run(script)) if g.startswith("swipe")] == ["swipe_left"]
+
+
+def test_a_still_hand_lost_and_one_found_off_every_swipe_axis_is_another_hand(poses):
+    palm = poses["open_palm"]
+    swipe = line((300, 360), (700, 360), SWIPE_FRAMES)
+    # The swipe's hand rests and is gone; 0.4 s later an open hand 250 px left and 250 px up:
+    # no swipe could have taken it there, so it is a hand of its own, and its pose counts.
+    script = path(palm, swipe + still(700, 360, 8)) + [[]] * 12 + path(palm, still(450, 110, 45))
+    assert gestures(run(script)) == ["swipe_left", "open_palm"]
+
+
+def test_a_hand_raised_above_a_false_hand_that_comes_and_goes_is_no_swipe(poses):
+    fist, palm = poses["fist"], poses["open_palm"]
+    # Something the landmark model reads as a hand on every third frame for half a second (found
+    # by the search now and then, never followed); 0.3 s later an open hand is raised 5 sizes
+    # straight above it and held: it did not come from there, so no swipe_up, and its pose counts.
+    flicker = [[placed(fist, 640, 600, "right")] if i % 3 == 0 else [] for i in range(13)]
+    script = flicker + [[]] * 8 + path(palm, still(640, 300, 45))
+    assert gestures(run(script)) == ["open_palm"]
+
+
 def test_a_swipe_whose_track_lags_in_the_blur_is_one_swipe_and_its_return_none(poses):
     fist = poses["fist"]
     # As a fast hand at 3 m blurs, the landmark model's reading of it lags and shrinks (the track
