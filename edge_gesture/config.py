@@ -348,8 +348,8 @@ class MotionConfig(Section):
     )
     max_gap_s: Annotated[float, Field(ge=0, le=5)] = Field(
         0.8,
-        description="A fast hand is often missed for a few blurred frames: a new hand of the same "
-        "size within this many seconds, the only candidate, continues the lost hand's path.",
+        description="A fast hand is often missed for a few blurred frames: a new hand within this "
+        "many seconds continues the path of the one lost hand of its size that could have become it.",
     )
 
 

@@ -219,6 +219,7 @@ class MotionTracker:
         return self._paths.pop(fits[0])
 
     def _could_become(self, path: _Path, centre: np.ndarray, t: float) -> bool:
+        """Whether the hand lost on `path` could be the new one seen at `centre` at `t`."""
         span = [s for s in path.samples if s.t >= path.last_seen - SPEED_SPAN_S - EPS]
         heading = np.array([span[-1].x - span[0].x, span[-1].y - span[0].y])
         jump = np.array([centre[0] - span[-1].x, centre[1] - span[-1].y])
