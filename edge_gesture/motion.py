@@ -43,7 +43,7 @@ a file gives the same events at the same frames on every run.
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -184,11 +184,9 @@ class MotionTracker:
     def _shape_moved(self, path: _Path, t: float) -> str | None:
         """The pose most of the path's labelled frames showed over the gesture just made (a
         blurred frame's label is often none or a misread, so the majority, not the last)."""
-        counts: dict[str, int] = {}
-        for s in path.samples:
-            if s.pose is not None and s.t >= t - self.cfg.swipe_max_s - EPS:
-                counts[s.pose] = counts.get(s.pose, 0) + 1
-        return max(counts, key=counts.__getitem__) if counts else None
+        counts = Counter(s.pose for s in path.samples
+                         if s.pose is not None and s.t >= t - self.cfg.swipe_max_s - EPS)
+        return counts.most_common(1)[0][0] if counts else None
 
     def _still_spent(self, path: _Path, pose: str | None, still: bool, t: float) -> bool:
         """Whether the hand still shows the shape it made its motion gesture with: held on
