@@ -174,7 +174,11 @@ def test_a_new_scene_is_searched_on_the_same_frames_whatever_was_read_before(ope
             for _ in range(before):
                 hands.detect(image)
             hands.forget()
-            return [(hands.detect(image), len(hands.search_squares))[1] for _ in range(30)]
+            searched = []
+            for _ in range(30):
+                hands.detect(image)
+                searched.append(len(hands.search_squares))
+            return searched
         finally:
             hands.close()
 

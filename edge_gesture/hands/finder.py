@@ -96,14 +96,9 @@ class OpenVinoHandFinder:
         int8 = int8_landmark_model(cfg.int8_models, cfg.model_complexity) if cfg.int8_models else None
         self._landmarks = compile_hand_model(core, "hand_landmark", cfg.model_complexity, device,
                                              cache, cfg.threads, path=int8)
-        self._plan: SearchPlan | None = None
-        self._followed: list[Region] = []
-        self._frame_no = 0
-        self._recover_until = 0
-        self._recover_hands = 0  # hands followed before the loss
-        self._lost: list[Region] = []  # where hands were lost, while recovering
         #: The squares searched in the last frame, for the live view and tests.
         self.last_search: list[Region] = []
+        self.forget()
 
     def find(self, frame: np.ndarray) -> list[HandReading]:
         """The hands in one frame (8-bit BGR), at most `max_num_hands`, as landmark readings."""
@@ -234,14 +229,14 @@ class OpenVinoHandFinder:
 
     def forget(self) -> None:
         """Drop the followed hands (a new scene, e.g. the next photo, which may be another size)."""
-        self._followed = []
-        self._plan = None
+        self._followed: list[Region] = []
+        self._plan: SearchPlan | None = None
         # The search's timetable counts frames: a scene starts it afresh, so a clip gives the same
         # events whatever was read before it.
         self._frame_no = 0
         self._recover_until = 0
-        self._recover_hands = 0
-        self._lost = []
+        self._recover_hands = 0  # hands followed before the loss
+        self._lost: list[Region] = []  # where hands were lost, while recovering
 
     def close(self) -> None:
         self._palm = self._landmarks = None
