@@ -121,7 +121,8 @@ class _Reference:
         return self.processor.decode(out[0, -1:]), dt
 
 
-def _pct(xs: list[float], q: float) -> float:
+def percentile(xs: list[float], q: float) -> float:
+    """The q-th percentile of `xs` (NaN when there is none): the figure every VLM bench prints."""
     return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
 
 
@@ -192,11 +193,11 @@ def measure(args) -> dict:
         "prompt_tokens": int(len(rt.prompt.ids)),
         "prefilled_per_decision": int(len(rt.prompt.rest_ids)),
         "repeats": args.repeats,
-        "p50_s": _pct(ours, 50),
-        "p95_s": _pct(ours, 95),
-        "preprocess_p50_s": _pct([p.preprocess_s for p in parts], 50),
-        "vision_p50_s": _pct([p.vision_s for p in parts], 50),
-        "language_p50_s": _pct([p.language_s for p in parts], 50),
+        "p50_s": percentile(ours, 50),
+        "p95_s": percentile(ours, 95),
+        "preprocess_p50_s": percentile([p.preprocess_s for p in parts], 50),
+        "vision_p50_s": percentile([p.vision_s for p in parts], 50),
+        "language_p50_s": percentile([p.language_s for p in parts], 50),
         "label": answer.label,
         "probability": round(answer.probability, 4),
         "load_and_warm_up_s": load_s,
@@ -205,12 +206,12 @@ def measure(args) -> dict:
     }
     if refs:
         out["reference_bundle"] = str(args.reference_bundle or args.bundle)
-        out["reference_p50_s"] = _pct(theirs["reference"], 50)
-        out["reference_p95_s"] = _pct(theirs["reference"], 95)
+        out["reference_p50_s"] = percentile(theirs["reference"], 50)
+        out["reference_p95_s"] = percentile(theirs["reference"], 95)
         out["ratio"] = out["reference_p50_s"] / out["p50_s"]
         same = theirs.get("same_bundle", theirs["reference"])
         out["like_for_like_reference_bundle"] = str(args.bundle)
-        out["like_for_like_reference_p50_s"] = _pct(same, 50)
+        out["like_for_like_reference_p50_s"] = percentile(same, 50)
         out["like_for_like_ratio"] = out["like_for_like_reference_p50_s"] / out["p50_s"]
     if args.remote:
         from edge_gesture.vlm.bench_remote import measure_remote

@@ -20,7 +20,7 @@ import numpy as np
 from edge_gesture.config import VlmRemoteConfig, is_loopback
 from edge_gesture.errors import UsageError
 from edge_gesture.machine import cpu_facts
-from edge_gesture.vlm.bench import _pct
+from edge_gesture.vlm.bench import percentile
 from edge_gesture.vlm.remote import RemoteError
 
 
@@ -91,10 +91,10 @@ def measure_remote(args, local, gestures, opts, crop: np.ndarray) -> dict:
         "server_cpus": os.cpu_count() if here else None,
         "server_cpu": cpu_facts() if here else None,
         "repeats": args.repeats,
-        "local_p50_s": _pct(times["local"], 50), "local_p95_s": _pct(times["local"], 95),
-        "vision_split_p50_s": _pct(times["vision"], 50),
-        "vision_split_p95_s": _pct(times["vision"], 95),
-        "all_split_p50_s": _pct(times["all"], 50), "all_split_p95_s": _pct(times["all"], 95),
+        "local_p50_s": percentile(times["local"], 50), "local_p95_s": percentile(times["local"], 95),
+        "vision_split_p50_s": percentile(times["vision"], 50),
+        "vision_split_p95_s": percentile(times["vision"], 95),
+        "all_split_p50_s": percentile(times["all"], 50), "all_split_p95_s": percentile(times["all"], 95),
         "answers": {k: {"label": a[0], "probability": round(a[1], 6)} for k, a in answers.items()},
         "throughput": throughput,
     }
@@ -137,8 +137,8 @@ def _throughput(args, gestures, crop: np.ndarray, n: int) -> dict:
         raise UsageError(f"--remote: a client failed during the throughput run: {errors[0]}")
     every = [x for xs in latencies for x in xs]
     return {"clients": n, "decisions": len(every), "seconds": wall,
-            "decisions_per_s": len(every) / wall, "p50_s": _pct(every, 50),
-            "p95_s": _pct(every, 95)}
+            "decisions_per_s": len(every) / wall, "p50_s": percentile(every, 50),
+            "p95_s": percentile(every, 95)}
 
 
 def print_remote(r: dict) -> None:
