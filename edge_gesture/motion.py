@@ -149,10 +149,10 @@ class MotionTracker:
         events, moving = [], set()
         for hand in hands:
             path = self._paths.get(hand.track_id)
-            if path is None:
-                path = self._paths[hand.track_id] = self._continued(hand, t, seen)
-            centre, size = palm(hand)
             pose = poses.get(hand.track_id)
+            if path is None:
+                path = self._paths[hand.track_id] = self._continued(hand, pose, t, seen)
+            centre, size = palm(hand)
             path.samples.append(_Sample(t, float(centre[0]), float(centre[1]), size, pose))
             path.last_seen = t
             while path.samples and path.samples[0].t < t - _KEEP_S - EPS:
@@ -203,20 +203,22 @@ class MotionTracker:
             path.spent = path.other_since = None
         return False
 
-    def _continued(self, hand: Hand, t: float, seen: set[int]) -> _Path:
+    def _continued(self, hand: Hand, pose: str | None, t: float, seen: set[int]) -> _Path:
         """A new track's path: the path of a track lost moments ago when it is the only one of
         this hand's size that could have become this one (a fast hand missed for a few blurred
         frames), else a fresh one. A hand lowered out of view and another raised elsewhere is not
         one path, and a false hand that comes and goes in the room (an object the landmark model
-        reads as a hand now and then) does not make two lost candidates of one."""
+        reads as a hand now and then) does not make two lost candidates of one. A hand lost while
+        still and one showing another pose found along a swipe's axis are two hands (a clip
+        cutting from one photo to the next), not one swiped there."""
         centre, size = palm(hand)
         fits = [k for k, p in self._paths.items() if k not in seen and p.size > 0
-                and max(p.size, size) / min(p.size, size) <= 1.8 and self._could_become(p, centre, t)]
+                and max(p.size, size) / min(p.size, size) <= 1.8 and self._could_become(p, centre, pose, t)]
         if len(fits) != 1:
             return _Path()
         return self._paths.pop(fits[0])
 
-    def _could_become(self, path: _Path, centre: np.ndarray, t: float) -> bool:
+    def _could_become(self, path: _Path, centre: np.ndarray, pose: str | None, t: float) -> bool:
         """Whether the hand lost on `path` could be the new one seen at `centre` at `t`."""
         span = [s for s in path.samples if s.t >= path.last_seen - SPEED_SPAN_S - EPS]
         heading = np.array([span[-1].x - span[0].x, span[-1].y - span[0].y])
@@ -243,7 +245,11 @@ class MotionTracker:
         along, across = sorted(np.abs(jump), reverse=True)
         if distance <= path.size:
             return True
-        return across <= self.cfg.swipe_max_slant * along and self._steady(path)
+        # A hand keeps its shape across a swipe: the pose it held before it was lost and the one
+        # it is found with are the same, unless one of them is unreadable.
+        held = path.samples[-1].pose
+        same_shape = held is None or pose is None or held == pose
+        return across <= self.cfg.swipe_max_slant * along and self._steady(path) and same_shape
 
     def _steady(self, path: _Path) -> bool:
         """Whether the path's hand was seen on the frame before it was last seen: a hand in view

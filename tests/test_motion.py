@@ -201,6 +201,20 @@ def test_a_hand_raised_above_a_false_hand_that_comes_and_goes_is_no_swipe(poses)
     assert gestures(run(script)) == ["open_palm"]
 
 
+def test_a_pose_gone_and_another_shown_along_an_axis_after_a_gap_is_no_swipe(poses):
+    down, palm = poses["thumbs_down"], poses["open_palm"]
+    # Clips cut from photo to photo: a thumbs-down held, half a second without a hand, then an
+    # open hand held three sizes straight below. Nothing was seen moving and the shape is another:
+    # another hand showing its pose, not the first one swiped down.
+    gap = [[]] * 15
+    script = path(down, still(640, 200, 45)) + gap + path(palm, still(640, 200 + 3 * PALM_PX, 45))
+    assert gestures(run(script)) == ["thumbs_down", "open_palm"]
+    # The same hand shape found there is the hand lost as it set off, blurred for all of its swipe
+    # (a far hand at 15 frames/s): a swipe.
+    script = path(down, still(640, 200, 45)) + gap + path(down, still(640, 200 + 3 * PALM_PX, 45))
+    assert gestures(run(script)) == ["thumbs_down", "swipe_down"]
+
+
 def test_a_swipe_whose_track_lags_in_the_blur_is_one_swipe_and_its_return_none(poses):
     fist = poses["fist"]
     # As a fast hand at 3 m blurs, the landmark model's reading of it lags and shrinks (the track
