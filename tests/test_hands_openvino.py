@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import logging
+import random
 from pathlib import Path
 
 import cv2
@@ -29,6 +30,7 @@ from edge_gesture.hands.models import HandModelError, model_path
 from edge_gesture.hands.search import SearchPlan
 from edge_gesture.vlm.devices import missing
 from tests import room
+from tests.gesture_video import letterbox
 
 GESTURES = ["call", "fist", "ok", "open_palm", "pointing_up", "thumbs_down", "thumbs_up", "victory"]
 PARITY_PHOTOS_PER_CLASS = 5
@@ -474,3 +476,42 @@ def test_after_the_first_search_a_still_room_costs_a_sweep_and_a_raised_hand_is_
     assert [n for n, _ in still] == [0] * len(still)
     assert [squares for _, squares in still[-3:]] == [cfg.sweep_squares_per_frame] * 3
     assert appeared[0] == 1 or appeared[1] == 1, appeared
+
+
+def test_hands_at_room_distance_are_found_in_a_640x480_frame(photo_hands, shared_dir, tmp_path):
+    """`hands.min_hand_width` (0.035 of the width) is 22 pixels at 640x480. The palm detector
+    finds a hand that spans about a sixth of its square, so the finest squares there are 132
+    pixels, upscaled to its 192 input. eval's path on hands 0.045 of the width (29 px, about
+    2.5 m from a 78-degree webcam), five photos of each gesture. Measured here (AMD EPYC): 39 of
+    40 hands found; with squares no smaller than the input (192 px), 35 of 40."""
+    from edge_gesture.evaluate import evaluate
+
+    backgrounds = room.load_backgrounds(shared_dir / "backgrounds", size=(640, 480))
+    rng = random.Random("640x480")
+    for gesture in GESTURES:
+        for photo in spread([p for p in photo_hands.photos(gesture) if photo_hands.hands(p)], 5):
+            image = room.hand_at_distance(cv2.imread(str(photo), cv2.IMREAD_COLOR),
+                                          photo_hands.hands(photo)[0].landmarks, 0.045,
+                                          rng.choice(backgrounds), rng)
+            room.save(image, tmp_path, gesture, photo.name)
+    report = evaluate(tmp_path, Config())
+    found = 1 - report["gesture_images_without_hand"] / (5 * len(GESTURES))
+    assert found >= 0.925, report["mistakes"]
+
+
+def test_a_cut_to_a_new_picture_is_searched_coarse_squares_first(photo_hands):
+    """A cut (eval's next clip photo, letterboxed: its bars do not change) is searched whole, the
+    squares that frame a big hand whole first. Ordered by the share of each square that changed,
+    the small squares inside the new picture came first and read a close hand from a part of it
+    (a thumbs-down's folded fingers read as a fist)."""
+    first, second = (cv2.imread(str(next(p for p in photo_hands.photos(g) if photo_hands.hands(p))),
+                                cv2.IMREAD_COLOR) for g in ("fist", "open_palm"))
+    plan = SearchPlan(640, 480, HandsConfig().min_hand_width, 8)
+    plan.look(letterbox(first, (640, 480)))
+    while not plan.first_pass_done:
+        plan.next_squares()
+    plan.look(letterbox(first, (640, 480)))
+    assert plan.first_pass_done, "the same picture again is no new scene"
+    plan.look(letterbox(second, (640, 480)))
+    sizes = [round(s.size) for s in plan.next_squares()]
+    assert sizes[0] == 640 and sizes == sorted(sizes, reverse=True), sizes

@@ -9,8 +9,9 @@ a sixth of one. Neighbouring squares overlap by a quarter, more than the smalles
 hand is always whole inside some square.
 
 A full pass is more squares than one frame can afford. A new scene is searched whole once, a
-few squares a frame (`hands.search_squares_per_frame`); after that a new hand has to arrive, and
-arriving is motion: the squares where the picture changed are searched first, and a slow sweep
+few squares a frame (`hands.search_squares_per_frame`), and so is a frame that changed over most
+of its area (a cut, the lights); after that a new hand has to arrive, and arriving is motion:
+the squares where the picture changed are searched first, and a slow sweep
 (`hands.sweep_squares_per_frame`) covers the rest in turn, so a still room costs two squares a
 frame and a raised hand is looked at in the next frame. The frame rate does not fall with the
 camera's resolution. Found hands are followed from their own landmarks (see `finder.py`).
@@ -30,8 +31,13 @@ from edge_gesture.hands.geometry import Region
 # room-distance composites of the development photos: ~0.16-0.35 works, below ~0.12 it fails).
 HAND_SHARE_OF_FINE_SQUARE = 0.17
 MODEL_INPUT = 192
+# The smallest hand (pixels) the search looks for with upscaled squares: 24 px hands in 640x480
+# composites were read right 89 times in the 94 they were found.
+MIN_READABLE_HAND_PX = 20
 LEVEL_STEP = 2.2
 OVERLAP = 0.25
+# Share of the whole frame that must change for the picture to count as a new scene.
+NEW_SCENE_SHARE = 0.5
 
 
 def tile(width: int, height: int, side: float) -> list[Region]:
@@ -52,9 +58,14 @@ def search_levels(width: int, height: int, min_hand_width: float) -> list[list[R
     """The squares of each level, coarsest (the whole frame) first."""
     whole = Region(width / 2, height / 2, float(max(width, height)))
     levels = [[whole]]
-    # Never finer than the model's own input: enlarging a square beyond it adds no detail,
-    # only squares (on a small picture the smallest hand asked for is a few pixels anyway).
-    side = max(min_hand_width * width / HAND_SHARE_OF_FINE_SQUARE, float(MODEL_INPUT))
+    # Finer than the model's own input too, down to half of it: upscaled, a 22 px hand in a
+    # 640x480 frame spans the share of the input at which the detector finds hands (its anchors
+    # are sized for that share; at its own pixel size most such hands went unfound). Not for a
+    # smallest hand the landmark model could not read anyway (a photo's or a small stream's few
+    # pixels): there the extra squares only propose parts of the hands that are big.
+    smallest = min_hand_width * width
+    floor = MODEL_INPUT / 2 if smallest >= MIN_READABLE_HAND_PX else MODEL_INPUT
+    side = max(smallest / HAND_SHARE_OF_FINE_SQUARE, float(floor))
     sides = []
     while side < min(width, height) * 0.9 and side * LEVEL_STEP < max(width, height) * 1.1:
         sides.append(side)
@@ -145,6 +156,11 @@ class SearchPlan:
         """Note what changed in this frame outside `ignore` (the followed hands); call once per
         frame, searched or not."""
         moved = self._motion.update(frame, ignore)
+        if moved[0] >= NEW_SCENE_SHARE:
+            # Most of the picture is new (a cut, the lights): search it whole, coarse squares
+            # first, as a new scene; by most changed first, the fine squares inside the new
+            # picture would come before the coarse ones that frame a big hand whole.
+            self.restart()
         self._moved = np.maximum(self._moved, moved)
         return moved
 
