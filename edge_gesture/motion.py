@@ -242,9 +242,9 @@ class MotionTracker:
         # is gone within two frames of starting); what bridging its gap is for is a swipe, so
         # further than a hand size away the new one must lie along a swipe's axis, and the lost
         # one must have been a steady hand, not something read as a hand a frame at a time.
-        along, across = sorted(np.abs(jump), reverse=True)
         if distance <= path.size:
             return True
+        along, across = sorted(np.abs(jump), reverse=True)
         # A hand keeps its shape across a swipe: the pose it held before it was lost and the one
         # it is found with are the same, unless one of them is unreadable.
         held = path.samples[-1].pose

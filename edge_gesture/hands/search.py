@@ -156,7 +156,8 @@ class SearchPlan:
         """Note what changed in this frame outside `ignore` (the followed hands); call once per
         frame, searched or not."""
         moved = self._motion.update(frame, ignore)
-        if moved[0] >= NEW_SCENE_SHARE:
+        whole_frame = 0  # the cycle starts with the coarsest level, the whole frame
+        if moved[whole_frame] >= NEW_SCENE_SHARE:
             # Most of the picture is new (a cut, the lights): search it whole, coarse squares
             # first, as a new scene; by most changed first, the fine squares inside the new
             # picture would come before the coarse ones that frame a big hand whole.
