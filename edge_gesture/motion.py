@@ -33,8 +33,8 @@ Directions are the person's own, like `hand`: an unmirrored camera sees a hand m
 person's left go to the picture's right (`hands.mirrored` says which it is). A fast hand is often
 lost for a few blurred frames; a track that reappears as a new one within `max_gap_s` continues
 the path of the one lost hand of that size that could have become it: where the lost hand was
-heading if it was moving, along a swipe's axis from a steady hand if it was still (the hand
-tracks keep their own ids).
+heading if it was moving, along a swipe's axis from a steady hand showing the same pose (or an
+unreadable one) if it was still (the hand tracks keep their own ids).
 
 Times are the frames' own (the source's clock), compared with a tolerance far below a frame, so
 a file gives the same events at the same frames on every run.
