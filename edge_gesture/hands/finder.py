@@ -54,6 +54,8 @@ RECOVER_FRAMES = 8
 # knuckles (what the stricter threshold keeps out).
 RECOVER_PRESENCE = 0.8
 RECOVER_REACH = 2.0
+# Reads of a new hand from its own landmarks of which one must reach `min_new_hand_presence`.
+RE_READS = 2
 
 
 def _share_inside(points: np.ndarray, width: int, height: int) -> float:
@@ -191,10 +193,10 @@ class OpenVinoHandFinder:
             regions = [p.hand_region() for p in palms]
             for r in read_hands(self._landmarks, frame, [g for g in regions if g not in read]):
                 read[r.region] = r
-            return self._distinct([
-                r for r in (read[g] for g in regions)
-                if r.presence >= threshold(r) and _share_inside(r.points, width, height)
-                >= MIN_NEW_HAND_INSIDE], known)
+            hands = [r for r in (read[g] for g in regions)
+                     if r.presence >= threshold(r) and _share_inside(r.points, width, height)
+                     >= MIN_NEW_HAND_INSIDE]
+            return self._distinct(self._read_again(frame, hands, strict, threshold), known)
 
         found: list = []
         hands: list[HandReading] = []
@@ -215,6 +217,27 @@ class OpenVinoHandFinder:
         if searched < len(squares):
             self._plan.give_back(squares[searched:])
         return hands
+
+    def _read_again(self, frame: np.ndarray, hands: list[HandReading], strict: float,
+                    threshold) -> list[HandReading]:
+        """The new hands that read as surely again from their own landmarks as from their palm.
+
+        A palm's square is cut from the detector's box alone; following the hand, every later
+        frame is cut from its landmarks. A hand reads about as surely from those (on development
+        clips 405 of 408 hands found at full strictness read 0.93 or more again), or does within
+        a second read, as a tracked hand settles (a 24-pixel call: 0.97, then 0.89, then 0.99),
+        while a palm-like thing read as a hand from the one square its palm gave falls away
+        (a shelf of jars: 0.94 from its palm, 0.85 and 0.86 from its landmarks; followed, it is a
+        hand for a second). Only hands held to the full threshold are read again: one found where
+        a hand was just lost is let in at a lower one, blurred mid-swipe."""
+        unsure = [(r, r) for r in hands if threshold(r) >= strict]  # (as found, as last read)
+        for _ in range(RE_READS):
+            if not unsure:
+                break
+            again = read_hands(self._landmarks, frame, [last.next_region() for _, last in unsure])
+            unsure = [(r, a) for (r, _), a in zip(unsure, again, strict=True) if a.presence < strict]
+        dropped = {id(r) for r, _ in unsure}
+        return [r for r in hands if id(r) not in dropped]
 
     @staticmethod
     def _distinct(readings: list[HandReading], known: list[HandReading] = ()) -> list[HandReading]:
