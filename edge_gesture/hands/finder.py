@@ -56,6 +56,12 @@ RECOVER_PRESENCE = 0.8
 RECOVER_REACH = 2.0
 # Reads of a new hand from its own landmarks of which one must reach `min_new_hand_presence`.
 RE_READS = 2
+# Palms read by the landmark model per hand still wanted, best palm score first. A room has
+# palm-like things the palm detector scores above a small real hand (a poster's corner 0.94, a
+# chair's arm 0.83, the hand 0.80), and so do hands mostly out of the picture; the landmark
+# model turns those down or they are not new hands. Reading only as many palms as hands wanted
+# let them take a small hand's place until it moved or came closer.
+PALMS_READ_PER_HAND = 3
 
 
 def _share_inside(points: np.ndarray, width: int, height: int) -> float:
@@ -189,14 +195,32 @@ class OpenVinoHandFinder:
                         for g in lost)
             return near_lost if close else strict
 
-        def confirmed(palms: list) -> list[HandReading]:
-            regions = [p.hand_region() for p in palms]
-            for r in read_hands(self._landmarks, frame, [g for g in regions if g not in read]):
-                read[r.region] = r
-            hands = [r for r in (read[g] for g in regions)
-                     if r.presence >= threshold(r) and _share_inside(r.points, width, height)
-                     >= MIN_NEW_HAND_INSIDE]
-            return self._distinct(self._read_again(frame, hands, strict, threshold), known)
+        def confirmed(palms: list, room: int) -> list[HandReading]:
+            """Up to `room` new hands, read from the palms best first. A palm inside a hand
+            already read is that hand (a big hand's fingers give a second palm). Only the first
+            `room` palms read may be let in at the lower presence near a lost hand: further down
+            the list, near a hand lost mid-swipe, are the swiper's own face and arm."""
+            hands: list[HandReading] = []
+            sure: list[tuple[float, float, float, float]] = []  # boxes of every hand read as one
+            reads = 0
+            for palm in palms:
+                if len(hands) >= room or reads == PALMS_READ_PER_HAND * room:
+                    break
+                if any(_inside(palm.keypoints[2], b) for b in sure):
+                    continue
+                region = palm.hand_region()
+                if region not in read:
+                    read[region] = read_hands(self._landmarks, frame, [region])[0]
+                r = read[region]
+                reads += 1
+                needs = threshold if reads <= room else (lambda _r: strict)
+                if r.presence < needs(r):
+                    continue
+                sure.append(_box(r.points))
+                if (_share_inside(r.points, width, height) >= MIN_NEW_HAND_INSIDE
+                        and self._read_again(frame, [r], strict, needs)):
+                    hands += self._distinct([r], [*known, *hands])
+            return hands
 
         found: list = []
         hands: list[HandReading] = []
@@ -208,9 +232,8 @@ class OpenVinoHandFinder:
             if not (wanted or last):
                 continue
             palms = [p for p in weighted_nms(found) if not any(_inside(p.keypoints[2], b) for b in boxes)]
-            palms = palms[:cfg.max_num_hands - len(known)]
             if last or len(palms) >= wanted:
-                hands = confirmed(palms)
+                hands = confirmed(palms, cfg.max_num_hands - len(known))
                 if last or len(hands) >= wanted:
                     break
         self.last_search = squares[:searched]
