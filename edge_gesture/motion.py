@@ -33,8 +33,8 @@ Directions are the person's own, like `hand`: an unmirrored camera sees a hand m
 person's left go to the picture's right (`hands.mirrored` says which it is). A fast hand is often
 lost for a few blurred frames; a track that reappears as a new one within `max_gap_s` continues
 the path of the one lost hand of that size that could have become it: where the lost hand was
-heading if it was moving, along a swipe's axis from a steady hand showing the same pose (or an
-unreadable one) if it was still (the hand tracks keep their own ids).
+heading, or along a swipe's axis the way it was going, if it was moving; along a swipe's axis
+from a steady hand showing the same pose (or an unreadable one) if it was still (the hand tracks keep their own ids).
 
 Times are the frames' own (the source's clock), compared with a tolerance far below a frame, so
 a file gives the same events at the same frames on every run.
@@ -230,7 +230,14 @@ class MotionTracker:
         # landmarks lag and stall for a few frames before the track lets go, so it may have gone
         # on for up to SPEED_SPAN_S more.
         moved = float(np.linalg.norm(heading)) >= _SETTING_OFF * path.size
-        towards = heading @ jump >= _COS_45 * np.linalg.norm(heading) * distance
+        # Ahead of where it was heading, or along a swipe's axis in the direction it was moving
+        # on that axis: a hand blurred mid-swipe is often last read off its line (half a hand
+        # below it, at half its size), which turns the heading but not the way it was going.
+        axis = int(abs(jump[1]) > abs(jump[0]))
+        along_axis = (abs(jump[1 - axis]) <= self.cfg.swipe_max_slant * abs(jump[axis])
+                      and heading[axis] * jump[axis] > 0
+                      and abs(heading[axis]) >= _SETTING_OFF * path.size)
+        towards = along_axis or heading @ jump >= _COS_45 * np.linalg.norm(heading) * distance
         flight = t - path.last_seen + (SPEED_SPAN_S if moved and towards else 0.0)
         if distance > _FASTEST_HAND * path.size * flight:
             return False

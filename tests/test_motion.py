@@ -171,6 +171,18 @@ def test_a_swipe_through_a_few_lost_frames_is_still_a_swipe(poses):
     assert [g for g in gestures(run(script)) if g.startswith("swipe")] == ["swipe_left"]
 
 
+def test_a_swipe_whose_blurred_hand_was_last_read_off_its_line_is_still_a_swipe(poses):
+    fist = poses["fist"]
+    # Sets off leftwards in the picture, is lost in its blur, read once half a hand below its
+    # line at two thirds of its size (the heading turns 32 degrees down), lost again, and found
+    # further along the same axis; then it is brought back, unseen, to where it set off.
+    script = path(fist, still(800, 360, 10) + line((800, 360), (760, 360), 3)) + [[]] * 2
+    script += [[placed(fist, 720, 410, "right", palm_px=40)]] + [[]] * 6
+    script += path(fist, still(560, 360, 10)) + [[]] * 5 + path(fist, still(800, 360, 20))
+    # The swipe, and its return is no swipe_left.
+    assert [g for g in gestures(run(script)) if g.startswith("swipe")] == ["swipe_right"]
+
+
 def test_a_false_hand_flickering_in_a_corner_does_not_cut_a_swipes_path(poses):
     fist = poses["fist"]
     pts = line((300, 360), (800, 360), 10)
