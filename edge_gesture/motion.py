@@ -34,7 +34,8 @@ person's left go to the picture's right (`hands.mirrored` says which it is). A f
 lost for a few blurred frames; a track that reappears as a new one within `max_gap_s` continues
 the path of the one lost hand of that size that could have become it: where the lost hand was
 heading, or along a swipe's axis the way it was going, if it was moving; along a swipe's axis
-from a steady hand showing the same pose (or an unreadable one) if it was still (the hand tracks keep their own ids).
+from a steady hand showing the same pose (or an unreadable one, or any after a swipe: its return)
+if it was still (the hand tracks keep their own ids).
 
 Times are the frames' own (the source's clock), compared with a tolerance far below a frame, so
 a file gives the same events at the same frames on every run.
@@ -253,9 +254,11 @@ class MotionTracker:
             return True
         along, across = sorted(np.abs(jump), reverse=True)
         # A hand keeps its shape across a swipe: the pose it held before it was lost and the one
-        # it is found with are the same, unless one of them is unreadable.
+        # it is found with are the same, unless one of them is unreadable, or the lost hand had
+        # just swiped (its shape spent): found at the end of its return stroke, still blurred, a
+        # two-finger swiper's first read is often one finger.
         held = path.samples[-1].pose
-        same_shape = held is None or pose is None or held == pose
+        same_shape = held is None or pose is None or held == pose or path.spent is not None
         return across <= self.cfg.swipe_max_slant * along and self._steady(path) and same_shape
 
     def _steady(self, path: _Path) -> bool:

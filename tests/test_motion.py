@@ -162,6 +162,17 @@ def test_a_hand_lost_in_its_return_stroke_and_found_back_where_it_swiped_still_s
     assert gestures(run(back)) == ["swipe_left"]
 
 
+def test_a_hand_brought_back_unseen_after_a_swipe_and_first_read_as_another_shape_is_still_spent(
+        poses):
+    victory, fist = poses["victory"], poses["fist"]
+    swipe = line((300, 360), (700, 360), SWIPE_FRAMES)
+    # A two-finger swipe, a short rest, the return stroke lost in its blur; found back where it
+    # set off, its first read is another shape, then it shows its two fingers again, held.
+    script = path(victory, still(300, 360, 6) + swipe + still(700, 360, 6)) + [[]] * 8
+    script += path(fist, still(300, 360, 1)) + path(victory, still(300, 360, 45))
+    assert gestures(run(script)) == ["swipe_left"]
+
+
 def test_a_swipe_through_a_few_lost_frames_is_still_a_swipe(poses):
     fist = poses["fist"]
     pts = line((300, 360), (800, 360), 10)
