@@ -56,11 +56,11 @@ RECOVER_PRESENCE = 0.8
 RECOVER_REACH = 2.0
 # Reads of a new hand from its own landmarks of which one must reach `min_new_hand_presence`.
 RE_READS = 2
-# Palms read by the landmark model per hand still wanted, best palm score first. A room has
-# palm-like things the palm detector scores above a small real hand (a poster's corner 0.94, a
-# chair's arm 0.83, the hand 0.80), and so do hands mostly out of the picture; the landmark
-# model turns those down or they are not new hands. Reading only as many palms as hands wanted
-# let them take a small hand's place until it moved or came closer.
+# Palms read by the landmark model per hand still wanted, best palm score first, while none of
+# them is a hand. A room has palm-like things the palm detector scores above a small real hand
+# (a poster's corner 0.94, a chair's arm 0.83, the hand 0.80), and so do hands mostly out of the
+# picture; the landmark model turns those down or they are not new hands. Reading only as many
+# palms as hands wanted let them take a small hand's place until it moved or came closer.
 PALMS_READ_PER_HAND = 3
 
 
@@ -196,29 +196,39 @@ class OpenVinoHandFinder:
             return near_lost if close else strict
 
         def confirmed(palms: list, room: int) -> list[HandReading]:
-            """Up to `room` new hands, read from the palms best first. A palm inside a hand
-            already read is that hand (a big hand's fingers give a second palm). Only the first
-            `room` palms read may be let in at the lower presence near a lost hand: further down
-            the list, near a hand lost mid-swipe, are the swiper's own face and arm."""
-            hands: list[HandReading] = []
-            sure: list[tuple[float, float, float, float]] = []  # boxes of every hand read as one
-            reads = 0
-            for palm in palms:
-                if len(hands) >= room or reads == PALMS_READ_PER_HAND * room:
+            """Up to `room` new hands from the palms, best first. The first `room` palms are read
+            together and of two readings of one hand the surer kept; only if none of them is a
+            hand are further palms read, one by one, at full strictness, until one is, skipping
+            a palm inside a hand already read (a big hand's fingers give a second palm). Further
+            down the list are the faces of the people whose hands were found (a face reads 0.94
+            from its palm, and again): a second hand is left to the next search, where it is
+            among the best palms once it moves."""
+            def read_palms(some: list) -> list[HandReading]:
+                regions = [p.hand_region() for p in some]
+                for r in read_hands(self._landmarks, frame, [g for g in regions if g not in read]):
+                    read[r.region] = r
+                return [read[g] for g in regions]
+
+            def new_hand(r: HandReading) -> bool:
+                return _share_inside(r.points, width, height) >= MIN_NEW_HAND_INSIDE
+
+            first = read_palms(palms[:room])
+            sure = [_box(r.points) for r in first if r.presence >= threshold(r)]
+            hands = self._distinct(self._read_again(
+                frame, [r for r in first if r.presence >= threshold(r) and new_hand(r)], strict,
+                threshold), known)
+            reads = len(first)
+            for palm in palms[room:]:
+                if hands or reads >= PALMS_READ_PER_HAND * room:
                     break
                 if any(_inside(palm.keypoints[2], b) for b in sure):
                     continue
-                region = palm.hand_region()
-                if region not in read:
-                    read[region] = read_hands(self._landmarks, frame, [region])[0]
-                r = read[region]
+                r, = read_palms([palm])
                 reads += 1
-                needs = threshold if reads <= room else (lambda _r: strict)
-                if r.presence < needs(r):
+                if r.presence < strict:
                     continue
                 sure.append(_box(r.points))
-                if (_share_inside(r.points, width, height) >= MIN_NEW_HAND_INSIDE
-                        and self._read_again(frame, [r], strict, needs)):
+                if new_hand(r) and self._read_again(frame, [r], strict, lambda _r: strict):
                     hands += self._distinct([r], [*known, *hands])
             return hands
 
