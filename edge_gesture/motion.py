@@ -233,7 +233,8 @@ class MotionTracker:
         moved = float(np.linalg.norm(heading)) >= _SETTING_OFF * path.size
         # Ahead of where it was heading, or along a swipe's axis in the direction it was moving
         # on that axis: a hand blurred mid-swipe is often last read off its line (half a hand
-        # below it, at half its size), which turns the heading but not the way it was going.
+        # below it, at two thirds of its size), which turns the heading but not the way it was
+        # going.
         axis = int(abs(jump[1]) > abs(jump[0]))
         along_axis = (abs(jump[1 - axis]) <= self.cfg.swipe_max_slant * abs(jump[axis])
                       and heading[axis] * jump[axis] > 0
